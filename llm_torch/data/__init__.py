@@ -1,0 +1,1 @@
+"""From raw text to cached token files and training windows."""

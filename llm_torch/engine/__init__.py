@@ -1,0 +1,1 @@
+"""The training engine: LightningModule, callbacks and CLI wiring."""

@@ -1,0 +1,1 @@
+"""Tokenizers: tiktoken encodings plus byte- and character-level tokenizers."""
