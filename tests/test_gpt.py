@@ -109,3 +109,13 @@ def test_padded_vocabulary_returns_real_columns_with_same_values() -> None:
 def test_invalid_config_is_rejected(overrides: dict[str, int | float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GPTConfig(**{**TINY.__dict__, **overrides})
+
+
+def test_meta_construction_then_init_weights_gives_a_tied_initialised_model() -> None:
+    with torch.device("meta"):
+        model = GPT(TINY)
+    model.to_empty(device="cpu")
+    model.init_weights()
+    assert model.lm_head.weight is model.wte.weight
+    assert model.wpe.weight.std().item() == pytest.approx(0.02, rel=0.2)
+    assert torch.all(model.ln_f.weight == 1.0)

@@ -128,8 +128,10 @@ class GPT(nn.Module):
 
         The output projections of attention and MLP feed the residual stream, which sums
         ``2 * n_layer`` of them; scaling their std by ``1 / sqrt(2 * n_layer)`` keeps the stream's
-        variance independent of depth. Biases start at zero, LayerNorms at identity.
+        variance independent of depth. Biases start at zero, LayerNorms at identity. The head is
+        tied again first: ``to_empty`` after meta-device construction unties it.
         """
+        self.lm_head.weight = self.wte.weight
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)

@@ -1,18 +1,25 @@
-"""Building blocks shared by every architecture: attention, MLPs, embeddings, blocks.
+"""Building blocks shared by every architecture: attention, MLPs, embeddings, RoPE, blocks.
 
-Normalisation layers are PyTorch's own (``nn.LayerNorm`` takes ``bias=False``), so they need no
+Normalisation layers are PyTorch's own (``nn.LayerNorm`` takes ``bias=False``; ``nn.RMSNorm``
+computes what ``transformers``' ``LlamaRMSNorm`` does, bit for bit in float32), so they need no
 wrapper here.
 """
 
 from llm_torch.components.attention import CausalSelfAttention, PositionalHook
 from llm_torch.components.block import TransformerBlock
 from llm_torch.components.embedding import LearnedPositionEmbedding
-from llm_torch.components.mlp import GELUMLP
+from llm_torch.components.mlp import GELUMLP, SwiGLUMLP
+from llm_torch.components.rope import RotaryEmbedding, apply_rotary, rope_tables, rotate_half
 
 __all__ = [
     "GELUMLP",
     "CausalSelfAttention",
     "LearnedPositionEmbedding",
     "PositionalHook",
+    "RotaryEmbedding",
+    "SwiGLUMLP",
     "TransformerBlock",
+    "apply_rotary",
+    "rope_tables",
+    "rotate_half",
 ]

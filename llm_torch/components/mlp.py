@@ -1,5 +1,6 @@
-"""Position-wise feed-forward networks."""
+"""Position-wise feed-forward networks: GPT-2's GELU MLP and Llama's SwiGLU."""
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -26,3 +27,30 @@ class GELUMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Apply the network to ``x`` of shape ``(..., n_embd)``."""
         return self.dropout(self.proj(self.act(self.fc(x))))
+
+
+class SwiGLUMLP(nn.Module):
+    """Llama's gated feed-forward network: ``proj(silu(gate(x)) * up(x))``, then dropout.
+
+    The gate and up projections are one fused ``fc`` layer whose output rows are
+    ``cat(gate, up)``: one input matmul instead of two (as attention fuses q, k and v). Hugging
+    Face interop concatenates ``gate_proj`` and ``up_proj`` into it, and splits it back.
+
+    Args:
+        n_embd: Model width.
+        hidden: Width of the gated hidden layer (Llama 2 7B: 11008 for ``n_embd`` 4096).
+        bias: Whether the projections have biases (Llama: no).
+        dropout: Dropout on the output, active in training only.
+    """
+
+    def __init__(self, n_embd: int, hidden: int, bias: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.fc = nn.Linear(n_embd, 2 * hidden, bias=bias)
+        self.proj = nn.Linear(hidden, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the network to ``x`` of shape ``(..., n_embd)``."""
+        gate, up = self.fc(x).chunk(2, dim=-1)
+        return self.dropout(self.proj(F.silu(gate) * up))
