@@ -1,1 +1,12 @@
-"""From raw text to cached token files and training windows."""
+"""From raw text to cached token files and training windows.
+
+``TextDataModule`` is the entry point; the modules below it are usable on their own:
+``sources`` (source strings to documents), ``shakespeare`` (the built-in corpus), ``boundaries``
+(tokenization-safe cuts), ``splits`` (train/validation pieces), ``cache`` (atomic token caches),
+``windows`` (training and validation samples) and ``bench`` (tokenization throughput).
+"""
+
+from llm_torch.data.datamodule import TextDataModule
+from llm_torch.data.errors import DataError
+
+__all__ = ["DataError", "TextDataModule"]

@@ -9,6 +9,9 @@ and data caches store it instead of pickling the tokenizer.
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 EOT_TEXT = "<|endoftext|>"
 """What ``decode`` prints for the end-of-text id, in every tokenizer (as tiktoken does)."""
 
@@ -52,6 +55,10 @@ class Tokenizer(Protocol):
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Encodes many texts; equal to ``[encode(t) for t in texts]`` but may be faster."""
+        ...
+
+    def encode_to_numpy(self, text: str) -> npt.NDArray[np.uint32]:
+        """Encodes ``text`` like ``encode``, into a 1-D uint32 array (no Python list)."""
         ...
 
     def decode(self, ids: Sequence[int]) -> str:
