@@ -291,6 +291,10 @@ class TextDataModule(L.LightningDataModule):
             self.val_dataset, batch_size=self.batch_size, shuffle=False, **self._loader_options()
         )
 
+    def test_dataloader(self) -> DataLoader[Batch]:
+        """The held-out windows again: one held-out split serves both validate and test."""
+        return self.val_dataloader()
+
     def state_dict(self) -> dict[str, Any]:
         """The training position: micro-batches consumed per rank (identical on every rank)."""
         return {"batches_consumed": self.batches_consumed}

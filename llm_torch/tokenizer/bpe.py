@@ -60,7 +60,7 @@ def load_encoding(encoding_name: str) -> tiktoken.Encoding:
                     "tiktoken downloads and caches it, or copy a tiktoken cache file for "
                     f"{encoding_name!r} into a folder and set the TIKTOKEN_CACHE_DIR environment "
                     "variable to that folder."
-                ) from err
+                ) from None  # the message names the cause; the network traceback adds noise
             _ENCODINGS[encoding_name] = encoding
         return encoding
 

@@ -1,0 +1,109 @@
+"""The ``llm-torch`` command: ``fit``, ``validate``, ``test`` and ``predict`` from one YAML.
+
+A ``LightningCLI`` over :class:`CausalLMModule` and :class:`TextDataModule`. The defaults that
+every LLM run wants live here rather than in each config: step-based training with periodic
+validation, a best-by-``val/loss`` checkpoint plus a resumable ``last.ckpt`` in a fixed folder
+(so ``--ckpt_path last`` finds it), throughput/MFU logging, text samples, and a checkpoint on
+Ctrl-C or SIGTERM.
+"""
+
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from llm_torch.data import TextDataModule
+from llm_torch.engine.callbacks import (
+    GlobalBatchSize,
+    InterruptCheckpoint,
+    SpeedMonitor,
+    TextSampleLogger,
+)
+from llm_torch.engine.module import CausalLMModule
+
+
+class LLMCLI(LightningCLI):
+    """LightningCLI with llm-torch's links and defaults."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link the vocabulary from data to model and add the always-on callbacks."""
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.link_arguments("checkpoint.dirpath", "last_checkpoint.dirpath")
+        parser.add_lightning_class_args(SpeedMonitor, "speed")
+        parser.add_lightning_class_args(TextSampleLogger, "sample")
+        parser.add_lightning_class_args(InterruptCheckpoint, "interrupt")
+        parser.add_lightning_class_args(GlobalBatchSize, "batch")
+        parser.set_defaults(
+            {
+                # Best model by validation loss.
+                "checkpoint.dirpath": "checkpoints",
+                "checkpoint.filename": "best",
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_top_k": 1,
+                "checkpoint.auto_insert_metric_name": False,
+                # The resume point: every N optimizer steps, plus last.ckpt.
+                "last_checkpoint.filename": "step-{step}",
+                "last_checkpoint.auto_insert_metric_name": False,
+                "last_checkpoint.monitor": None,
+                "last_checkpoint.save_top_k": 1,
+                "last_checkpoint.save_last": True,
+                "last_checkpoint.every_n_train_steps": 500,
+                # Training is counted in steps: the training loader is an endless stream.
+                "trainer.max_steps": 5000,
+                "trainer.val_check_interval": 250,
+                "trainer.check_val_every_n_epoch": None,
+                "trainer.limit_val_batches": 50,
+                "trainer.log_every_n_steps": 10,
+            }
+        )
+
+    def _check_ckpt_path(self) -> None:
+        """Fail early, by name, on a ``--ckpt_path`` that is not there."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        special = ckpt_path in ("last", "best", "hpc") or str(ckpt_path).startswith("registry")
+        if ckpt_path and not special and not Path(ckpt_path).exists():
+            raise FileNotFoundError(
+                f"--ckpt_path {ckpt_path!r} does not exist. Pass a checkpoint written by fit "
+                "(e.g. checkpoints/<run>/last.ckpt), or 'last' to resume from the newest "
+                "last.ckpt in --checkpoint.dirpath."
+            )
+
+    def before_fit(self) -> None:
+        """Check the checkpoint path before building the run."""
+        self._check_ckpt_path()
+
+    def before_validate(self) -> None:
+        """Check the checkpoint path before validating."""
+        self._check_ckpt_path()
+
+    def before_test(self) -> None:
+        """Check the checkpoint path before testing."""
+        self._check_ckpt_path()
+
+    def before_predict(self) -> None:
+        """Check the checkpoint path before predicting."""
+        self._check_ckpt_path()
+
+
+def cli(args: list[str] | None = None) -> LLMCLI:
+    """Parse ``args`` (default: the command line), then run the subcommand; returns the CLI."""
+    return LLMCLI(
+        CausalLMModule,
+        TextDataModule,
+        seed_everything_default=1337,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``llm-torch`` console script."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Optimizer groups and learning-rate schedule against hand computations."""
+
+import math
+
+import pytest
+from torch import nn
+
+from llm_torch.architectures import GPT, GPTConfig
+from llm_torch.engine.optim import warmup_cosine, weight_decay_groups
+
+
+def test_only_linear_weight_matrices_are_decayed() -> None:
+    model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16))
+    decay, no_decay = weight_decay_groups(model, weight_decay=0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    decayed = {id(p) for p in decay["params"]}  # type: ignore[attr-defined]
+    names = {name for name, p in model.named_parameters() if id(p) in decayed}
+    # Per block: qkv, attention output, MLP in and out projections. Not the tied head/embedding.
+    expected = {
+        f"blocks.{i}.{layer}.weight"
+        for i in range(2)
+        for layer in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
+    }
+    assert names == expected
+    everything = decay["params"] + no_decay["params"]  # type: ignore[operator]
+    assert len(everything) == len(list(model.parameters()))  # each tensor once, none forgotten
+
+
+def test_frozen_parameters_are_left_out() -> None:
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    model[0].weight.requires_grad_(False)
+    decay, no_decay = weight_decay_groups(model, weight_decay=0.1)
+    assert decay["params"] == [model[1].weight]
+    assert no_decay["params"] == [model[0].bias, model[1].bias]
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (0, 1 / 11),  # warmup: (step + 1) / (warmup + 1)
+        (4, 5 / 11),
+        (10, 1.0),  # peak at the end of warmup
+        (60, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))),  # halfway through the cosine
+        (110, 0.1),  # reaches min at decay_steps
+        (500, 0.1),  # and stays there
+    ],
+)
+def test_warmup_then_cosine_to_min(step: int, expected: float) -> None:
+    assert warmup_cosine(step, warmup_steps=10, decay_steps=110, min_ratio=0.1) == pytest.approx(
+        expected
+    )
