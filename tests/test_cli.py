@@ -210,3 +210,22 @@ def test_global_batch_that_does_not_divide_is_refused(tmp_path: Path, corpus: Pa
     args = [*tiny_args(tmp_path, corpus), *tiny_model_args(), "--batch.global_batch_size=5"]
     with pytest.raises(ValueError, match=r"global_batch_size 5 is not a multiple of .* = 2"):
         main(["fit", f"--config={config}", *args])
+
+
+def test_bf16_mixed_precision_trains(tmp_path: Path, corpus: Path) -> None:
+    config = Path(__file__).parents[1] / "configs" / "shakespeare-char.yaml"
+    args = [*tiny_args(tmp_path, corpus, steps=2), "--trainer.precision=bf16-mixed"]
+    cli = main(["fit", f"--config={config}", *args])
+    assert cli.trainer.precision == "bf16-mixed"
+    assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
+    assert next(cli.model.parameters()).dtype == torch.float32  # autocast keeps fp32 weights
+
+
+def test_compiled_blocks_train_and_keep_plain_checkpoint_keys(tmp_path: Path, corpus: Path) -> None:
+    config = Path(__file__).parents[1] / "configs" / "shakespeare-char.yaml"
+    args = [*tiny_args(tmp_path, corpus, steps=2), *tiny_model_args(), "--model.compile=true"]
+    cli = main(["fit", f"--config={config}", *args])
+    assert cli.model.net.lm_head.weight is cli.model.net.wte.weight  # tying survives compile
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not [key for key in checkpoint["state_dict"] if "_orig_mod" in key]
+    assert "model.blocks.0.attn.qkv.weight" in checkpoint["state_dict"]
