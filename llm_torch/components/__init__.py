@@ -1,4 +1,4 @@
-"""Building blocks shared by every architecture: attention, MLPs, embeddings, RoPE, blocks.
+"""Shared building blocks: attention, KV cache, MLPs, embeddings, RoPE, transformer blocks.
 
 Normalisation layers are PyTorch's own (``nn.LayerNorm`` takes ``bias=False``; ``nn.RMSNorm``
 computes what ``transformers``' ``LlamaRMSNorm`` does, bit for bit in float32), so they need no
@@ -8,12 +8,14 @@ wrapper here.
 from llm_torch.components.attention import CausalSelfAttention, PositionalHook
 from llm_torch.components.block import TransformerBlock
 from llm_torch.components.embedding import LearnedPositionEmbedding
+from llm_torch.components.kv_cache import KVCache
 from llm_torch.components.mlp import GELUMLP, SwiGLUMLP
 from llm_torch.components.rope import RotaryEmbedding, apply_rotary, rope_tables, rotate_half
 
 __all__ = [
     "GELUMLP",
     "CausalSelfAttention",
+    "KVCache",
     "LearnedPositionEmbedding",
     "PositionalHook",
     "RotaryEmbedding",

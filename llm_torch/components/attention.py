@@ -7,8 +7,11 @@ embeddings) plug in through a ``PositionalHook`` passed to ``forward``.
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from llm_torch.components.kv_cache import KVCache
 
 #: Maps ``(q, k)``, each ``(B, heads, T, head_dim)``, to position-encoded ``(q, k)``.
 PositionalHook = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -23,7 +26,8 @@ class CausalSelfAttention(nn.Module):
     on GPU.
 
     The pass is split into projection (``qkv``), attention and output projection, so a KV cache only
-    has to slot its update between the first two.
+    has to slot its update between the first two: with ``input_pos`` given, the new keys and
+    values are written to ``kv_cache`` and the queries attend to everything cached so far.
 
     Args:
         n_embd: Model width (input and output features).
@@ -62,18 +66,51 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(n_embd, (n_head + 2 * n_kv_head) * head_dim, bias=bias)
         self.proj = nn.Linear(n_head * head_dim, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
+        self.kv_cache: KVCache | None = None
 
-    def forward(self, x: Tensor, positional: PositionalHook | None = None) -> Tensor:
-        """Attend over ``x`` of shape ``(B, T, n_embd)``; position ``t`` sees positions ``<= t``."""
+    def forward(
+        self, x: Tensor, positional: PositionalHook | None = None, input_pos: int | None = None
+    ) -> Tensor:
+        """Attend over ``x`` of shape ``(B, T, n_embd)``; position ``t`` sees positions ``<= t``.
+
+        Args:
+            x: Input activations.
+            positional: Position encoding applied to queries and keys (for ``x``'s positions).
+            input_pos: ``None`` (training, full sequences): no cache. Otherwise the position of
+                ``x[:, 0]``; keys and values go to ``kv_cache``, and the queries attend to
+                positions ``0 .. input_pos + T - 1``.
+
+        Raises:
+            RuntimeError: If ``input_pos`` is given but no cache is set up.
+        """
         q, k, v = self.project_qkv(x)
         if positional is not None:
             q, k = positional(q, k)
+        is_causal, mask = True, None
+        if input_pos is not None:
+            if self.kv_cache is None:
+                raise RuntimeError(
+                    "input_pos was given but attention has no KV cache: call "
+                    "model.setup_cache(batch_size, max_len) first, or pass input_pos=None."
+                )
+            k, v = self.kv_cache.update(k, v, input_pos)
+            if input_pos > 0:
+                # Queries now start mid-sequence. SDPA's is_causal aligns the mask to the top-left
+                # corner (query i sees keys <= i), which is only right when both start at 0. One
+                # query sees every cached key: no mask. A chunk gets its causal band explicitly.
+                is_causal = False
+                seq_len = q.size(2)
+                if seq_len > 1:
+                    mask = torch.ones(
+                        seq_len, input_pos + seq_len, dtype=torch.bool, device=q.device
+                    ).tril(diagonal=input_pos)
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
+            attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=True,
+            is_causal=is_causal,
             enable_gqa=self.n_kv_head != self.n_head,
         )
         batch, _, seq_len, _ = y.shape
@@ -90,3 +127,17 @@ class CausalSelfAttention(nn.Module):
         k = k.view(batch, seq_len, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(batch, seq_len, self.n_kv_head, self.head_dim).transpose(1, 2)
         return q, k, v
+
+    def setup_cache(
+        self,
+        batch_size: int,
+        max_len: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        """Allocate a KV cache for ``batch_size`` sequences of up to ``max_len`` positions."""
+        self.kv_cache = KVCache(batch_size, self.n_kv_head, max_len, self.head_dim, dtype, device)
+
+    def clear_cache(self) -> None:
+        """Free the KV cache; attention works as before it was set up."""
+        self.kv_cache = None

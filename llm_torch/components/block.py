@@ -27,7 +27,12 @@ class TransformerBlock(nn.Module):
         self.norm_2 = norm_2
         self.mlp = mlp
 
-    def forward(self, x: Tensor, positional: PositionalHook | None = None) -> Tensor:
-        """Apply the block to ``x`` of shape ``(B, T, n_embd)``."""
-        x = x + self.attn(self.norm_1(x), positional)
+    def forward(
+        self, x: Tensor, positional: PositionalHook | None = None, input_pos: int | None = None
+    ) -> Tensor:
+        """Apply the block to ``x`` of shape ``(B, T, n_embd)``.
+
+        ``positional`` and ``input_pos`` go to attention: see :class:`CausalSelfAttention`.
+        """
+        x = x + self.attn(self.norm_1(x), positional, input_pos)
         return x + self.mlp(self.norm_2(x))

@@ -1,16 +1,18 @@
 """Training callbacks: throughput and MFU, text samples, and checkpoints on interruption."""
 
+import json
 import logging
 import signal
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from llm_torch.architectures.registry import Model
@@ -141,10 +143,11 @@ class TextSampleLogger(Callback):
             model,
             torch.tensor([prompt], device=pl_module.device),
             self.max_new_tokens,
-            block_size=model.config.block_size,
             temperature=self.temperature,
             top_k=self.top_k,
             seed=self.seed,
+            # The cache holds at most block_size tokens; longer samples slide the context instead.
+            use_cache=len(prompt) + self.max_new_tokens <= model.config.block_size,
         )
         model.train(was_training)
         if trainer.is_global_zero:
@@ -261,3 +264,50 @@ class GlobalBatchSize(Callback):
                 f"{per_step}, or change data.batch_size or the number of devices."
             )
         trainer.accumulate_grad_batches = self.global_batch_size // per_step
+
+
+class JSONLPredictionWriter(BasePredictionWriter):
+    """Write ``llm-torch predict`` generations as JSON Lines: prompt, completion, index.
+
+    Each rank writes its own file when there are several (``name.rank1.jsonl``, ...), since ranks
+    predict different prompts.
+
+    Args:
+        output: Path of the JSON Lines file.
+    """
+
+    def __init__(self, output: str = "predictions.jsonl") -> None:
+        super().__init__(write_interval="batch")
+        self.output = output
+
+    def _path(self, trainer: Trainer) -> Path:
+        path = Path(self.output)
+        if trainer.world_size > 1:
+            path = path.with_suffix(f".rank{trainer.global_rank}{path.suffix}")
+        return path
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start an empty file, so reruns do not append to old results."""
+        path = self._path(trainer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("", encoding="utf-8")
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Append one line per prompt of the batch."""
+        tokenizer = getattr(getattr(trainer, "datamodule", None), "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("Writing predictions needs the data module's tokenizer.")
+        with self._path(trainer).open("a", encoding="utf-8") as file:
+            for index, prompt, new_ids in prediction:
+                completion = tokenizer.decode(new_ids)
+                record = {"index": index, "prompt": prompt, "completion": completion}
+                file.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,0 +1,151 @@
+"""KV cache: in-place buffers, cached logits equal to the full forward, untouched training path."""
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from llm_torch.architectures import GPT, GPTConfig, Llama, LlamaConfig
+from llm_torch.components import CausalSelfAttention, KVCache
+from llm_torch.generation import kv_cache
+
+VOCAB = 97
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Run on one intra-op thread.
+
+    Tiny models gain nothing from more, and on a busy machine waiting for the thread pool costs
+    far more than the work (30x slower on a loaded 2-CPU box).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+MODELS = {
+    "gpt": lambda: GPT(GPTConfig(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=4, n_embd=32)),
+    "llama-gqa": lambda: Llama(
+        LlamaConfig(
+            vocab_size=VOCAB,
+            block_size=32,
+            n_layer=2,
+            n_head=4,
+            n_kv_head=2,
+            n_embd=32,
+            mlp_hidden=48,
+        )
+    ),
+    "llama-mqa-head-dim": lambda: Llama(
+        LlamaConfig(
+            vocab_size=VOCAB,
+            block_size=32,
+            n_layer=2,
+            n_head=4,
+            n_kv_head=1,
+            n_embd=32,
+            head_dim=12,
+            mlp_hidden=48,
+        )
+    ),
+}
+
+
+def tiny(name: str) -> GPT | Llama:
+    torch.manual_seed(0)
+    return MODELS[name]().eval()
+
+
+def caches(model: GPT | Llama) -> list[KVCache]:
+    return [m.kv_cache for m in model.modules() if isinstance(m, CausalSelfAttention) if m.kv_cache]
+
+
+def test_update_writes_in_place_and_returns_prefix_views() -> None:
+    cache = KVCache(batch_size=3, n_kv_head=2, max_len=10, head_dim=4)
+    k, v = torch.randn(2, 2, 6, 4), torch.randn(2, 2, 6, 4)
+    keys, values = cache.update(k, v, input_pos=0)  # a batch of 2 uses the first 2 rows
+    assert keys.shape == (2, 2, 6, 4)
+    assert keys.data_ptr() == cache.k.data_ptr() and values.data_ptr() == cache.v.data_ptr()
+    k2, v2 = torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 4)
+    keys, values = cache.update(k2, v2, input_pos=6)
+    assert keys.data_ptr() == cache.k.data_ptr()  # no reallocation
+    torch.testing.assert_close(keys, torch.cat([k, k2], dim=2), rtol=0, atol=0)
+    torch.testing.assert_close(values, torch.cat([v, v2], dim=2), rtol=0, atol=0)
+    assert cache.k[2].abs().sum() == 0 and cache.k[:, :, 7:].abs().sum() == 0
+
+
+def test_update_overflow_and_oversized_batch_are_named() -> None:
+    cache = KVCache(batch_size=1, n_kv_head=1, max_len=8, head_dim=4)
+    cache.update(torch.randn(1, 1, 6, 4), torch.randn(1, 1, 6, 4), input_pos=0)
+    with pytest.raises(ValueError, match=r"KV cache overflow: positions 6\.\.8 .* holds 8"):
+        cache.update(torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4), input_pos=6)
+    with pytest.raises(ValueError, match=r"Batch of 2 .* set up for 1"):
+        cache.update(torch.randn(2, 1, 1, 4), torch.randn(2, 1, 1, 4), input_pos=0)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_cache_holds_only_kv_heads_in_model_dtype_and_leaves_checkpoints_alone(name: str) -> None:
+    model = tiny(name).to(torch.float64)
+    keys_before = set(model.state_dict())
+    model.setup_cache(batch_size=3, max_len=20)
+    cfg = model.config
+    n_kv = cfg.resolved_n_kv_head if isinstance(cfg, LlamaConfig) else cfg.n_head
+    head_dim = cfg.resolved_head_dim if isinstance(cfg, LlamaConfig) else cfg.head_dim
+    found = caches(model)
+    assert len(found) == cfg.n_layer
+    for cache in found:
+        assert cache.k.shape == cache.v.shape == (3, n_kv, 20, head_dim)
+        assert cache.k.dtype == torch.float64
+    assert set(model.state_dict()) == keys_before  # non-persistent: never in a checkpoint
+    model.clear_cache()
+    assert caches(model) == []
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_cached_prefill_decode_and_chunks_match_full_forward(name: str) -> None:
+    model = tiny(name)
+    idx = torch.randint(0, VOCAB, (2, 24))
+    with torch.no_grad():
+        expected = model(idx)
+        with kv_cache(model, batch_size=2, max_len=24):
+            pieces = [model(idx[:, :7], input_pos=0)]  # prefill: causal over the prompt
+            pieces += [model(idx[:, t : t + 1], input_pos=t) for t in range(7, 12)]  # decode
+            pieces.append(model(idx[:, 12:17], input_pos=12))  # chunk: explicit causal band
+            pieces.append(model(idx[:, 17:24], input_pos=17))
+    torch.testing.assert_close(torch.cat(pieces, dim=1), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_training_forward_ignores_a_set_up_cache(name: str) -> None:
+    model = tiny(name)
+    idx = torch.randint(0, VOCAB, (2, 32))
+    with torch.no_grad():
+        expected = model(idx)
+        model.setup_cache(batch_size=2)
+        torch.testing.assert_close(model(idx), expected, rtol=0, atol=0)
+    assert all(cache.k.abs().sum() == 0 for cache in caches(model))  # neither read nor written
+
+
+def test_cache_errors_name_the_problem_and_the_fix() -> None:
+    model = tiny("llama-gqa")
+    idx = torch.randint(0, VOCAB, (1, 6))
+    with pytest.raises(RuntimeError, match=r"no KV cache: call model\.setup_cache"):
+        model(idx, input_pos=0)
+    with pytest.raises(ValueError, match=r"max_len must be in 1\.\.block_size \(32\), got 33"):
+        model.setup_cache(batch_size=1, max_len=33)
+    model.setup_cache(batch_size=1, max_len=8)
+    model(idx, input_pos=0)
+    with pytest.raises(ValueError, match=r"KV cache overflow: positions 6\.\.8"):
+        model(idx[:, :3], input_pos=6)
+    with pytest.raises(ValueError, match=r"Positions 30\.\.35 exceed this model's block_size"):
+        model(idx, input_pos=30)
+
+
+def test_context_manager_frees_the_cache_after_an_error() -> None:
+    model = tiny("gpt")
+    with pytest.raises(KeyError), kv_cache(model, batch_size=1):
+        assert len(caches(model)) == 2
+        raise KeyError
+    assert caches(model) == []
