@@ -1,5 +1,10 @@
 """The ``llm-torch`` command: ``fit``, ``validate``, ``test`` and ``predict`` from one YAML.
 
+``predict`` continues the prompts of ``--data.prompts_file`` and writes JSON Lines to
+``--writer.output``.
+
+``generate`` and ``export`` need no YAML; they live in :mod:`llm_torch.commands`.
+
 A ``LightningCLI`` over :class:`CausalLMModule` and :class:`TextDataModule`. The defaults that
 every LLM run wants live here rather than in each config: step-based training with periodic
 validation, a best-by-``val/loss`` checkpoint plus a resumable ``last.ckpt`` in a fixed folder
@@ -7,6 +12,7 @@ validation, a best-by-``val/loss`` checkpoint plus a resumable ``last.ckpt`` in 
 Ctrl-C or SIGTERM.
 """
 
+import sys
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -16,6 +22,7 @@ from llm_torch.data import TextDataModule
 from llm_torch.engine.callbacks import (
     GlobalBatchSize,
     InterruptCheckpoint,
+    JSONLPredictionWriter,
     SpeedMonitor,
     TextSampleLogger,
 )
@@ -36,6 +43,7 @@ class LLMCLI(LightningCLI):
         parser.add_lightning_class_args(TextSampleLogger, "sample")
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt")
         parser.add_lightning_class_args(GlobalBatchSize, "batch")
+        parser.add_lightning_class_args(JSONLPredictionWriter, "writer")
         parser.set_defaults(
             {
                 # Best model by validation loss.
@@ -102,7 +110,10 @@ def cli(args: list[str] | None = None) -> LLMCLI:
 
 def main() -> None:
     """Entry point of the ``llm-torch`` console script."""
-    cli()
+    from llm_torch.commands import run_command
+
+    if not run_command(sys.argv[1:]):
+        cli()
 
 
 if __name__ == "__main__":

@@ -104,9 +104,20 @@ def test_unsupported_variants_are_refused_by_name() -> None:
     hf = random_hf_gpt2(seed=3, activation_function="relu", **HF_CONFIGS[0])
     with pytest.raises(ValueError, match=r"activation_function='relu'"):
         from_hf(hf)
-    model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=1, n_embd=8, bias=False))
-    with pytest.raises(ValueError, match=r"bias=False"):
-        to_hf(model)
+
+
+def test_bias_free_gpt_exports_with_zero_biases_and_same_logits() -> None:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16, bias=False)
+    model = GPT(config).eval()
+    with torch.no_grad():  # move LayerNorm gains off 1 so the norms matter
+        for name, param in model.named_parameters():
+            if "norm" in name or name.startswith("ln_f"):
+                param.add_(0.3 * torch.randn_like(param))
+    hf = to_hf(model)
+    assert torch.all(hf.transformer.h[0].attn.c_attn.bias == 0)
+    idx = torch.randint(0, 50, (2, 16))
+    assert (hf_logits(hf, idx) - ours(model, idx)).abs().max().item() < 1e-4
 
 
 def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:

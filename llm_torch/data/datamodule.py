@@ -19,6 +19,7 @@ from llm_torch.data.cache import (
     read_meta,
 )
 from llm_torch.data.errors import DataError
+from llm_torch.data.prompts import Prompt, read_prompts
 from llm_torch.data.sources import resolve_source
 from llm_torch.data.splits import CorpusSplit
 from llm_torch.data.windows import Batch, TokenFile, TrainBatches, ValWindows
@@ -96,6 +97,8 @@ class TextDataModule(L.LightningDataModule):
         world_size: Data-parallel world size override; default: the trainer's, else 1.
         prepare_threads: Tokenizer threads in ``prepare_data``; default: all usable CPUs.
         progress: Show a progress bar while tokenizing.
+        prompts_file: Prompts for ``predict``: a text file with one prompt per line, or JSON
+            Lines with a ``"prompt"`` field.
 
     Raises:
         DataError: Bad arguments, a missing or empty source, or (for ``"char"``) unreadable text.
@@ -116,6 +119,7 @@ class TextDataModule(L.LightningDataModule):
         world_size: int | None = None,
         prepare_threads: int | None = None,
         progress: bool = True,
+        prompts_file: str | None = None,
     ) -> None:
         super().__init__()
         _positive("block_size", block_size, "use the model's context length, e.g. 256.")
@@ -148,6 +152,7 @@ class TextDataModule(L.LightningDataModule):
         )
         self.prepare_threads = prepare_threads
         self.progress = progress
+        self.prompts_file = prompts_file
         self._tokenizer_id: TokenizerId | None = "char" if tokenizer == "char" else None
         self._tokenizer = (
             self._learn_char_vocabulary() if tokenizer == "char" else get_tokenizer(tokenizer)
@@ -294,6 +299,25 @@ class TextDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader[Batch]:
         """The held-out windows again: one held-out split serves both validate and test."""
         return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader[list[Prompt]]:
+        """Prompts from ``prompts_file`` as ``(index, text, ids)``, ``batch_size`` per batch.
+
+        Raises:
+            DataError: No ``prompts_file``, or one that cannot be read.
+        """
+        if self.prompts_file is None:
+            raise DataError(
+                "predict needs prompts: set data.prompts_file to a text file (one prompt per "
+                'line) or a .jsonl file (a "prompt" field per line).'
+            )
+        prompts = read_prompts(Path(self.prompts_file))
+        tokenizer = self.tokenizer
+        items = [
+            (index, text, tokenizer.encode(text) if text else [tokenizer.eot_id])
+            for index, text in enumerate(prompts)
+        ]
+        return DataLoader(items, batch_size=self.batch_size, collate_fn=list)  # type: ignore[arg-type]
 
     def state_dict(self) -> dict[str, Any]:
         """The training position: micro-batches consumed per rank (identical on every rank)."""

@@ -1,6 +1,6 @@
 """``CausalLMModule``: next-token training of any llm-torch architecture with Lightning."""
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -15,14 +15,26 @@ from torchmetrics.aggregation import MeanMetric
 
 from llm_torch.architectures.gpt import GPTConfig
 from llm_torch.architectures.registry import Model, ModelConfig, build_model, config_to_dict
+from llm_torch.data.prompts import Prompt
+from llm_torch.engine.checkpoint import CHECKPOINT_KEY
 from llm_torch.engine.optim import warmup_cosine, weight_decay_groups
+from llm_torch.generation import generate
 
-#: Key under which checkpoints carry what rebuilds the model and tokenizer without the YAML.
-CHECKPOINT_KEY = "llm_torch"
-#: Config fields that may differ between a checkpoint and the model loading it.
-_RESUMABLE_DIFFERENCES = {"dropout"}
+#: Config fields that may differ between saved weights and the model loading them.
+_COMPATIBLE_FIELDS = {"dropout", "pad_vocab_size_multiple"}
 
 Batch = tuple[Tensor, Tensor]
+
+
+@dataclass
+class SamplingConfig:
+    """How ``predict`` continues each prompt (see :func:`llm_torch.generation.generate`)."""
+
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int | None = 200
+    top_p: float | None = None
+    seed: int = 1337
 
 
 class CausalLMModule(LightningModule):
@@ -45,6 +57,10 @@ class CausalLMModule(LightningModule):
         eps: AdamW epsilon.
         compile: ``torch.compile`` each transformer block (off by default: CPU compiles are slow
             to start and rarely pay off).
+        sampling: Generation settings of ``llm-torch predict``.
+        init_from: A Hugging Face ``save_pretrained`` folder (GPT-2 or Llama) whose weights
+            initialise the model, to continue pre-training or fine-tune; ``arch`` must describe
+            the same model (dropout and vocabulary padding may differ).
     """
 
     def __init__(
@@ -59,6 +75,8 @@ class CausalLMModule(LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         compile: bool = False,
+        init_from: str | None = None,
+        sampling: SamplingConfig | None = None,
     ) -> None:
         super().__init__()
         if vocab_size is not None:
@@ -76,8 +94,12 @@ class CausalLMModule(LightningModule):
         self.betas = betas
         self.eps = eps
         self.compile_blocks = compile
+        self.init_from = init_from
+        self.sampling = sampling or SamplingConfig()
         # Plain data in LightningCLI's own format: checkpoints load with
-        # torch.load(weights_only=True), and `--ckpt_path` alone tells the CLI the model.
+        # torch.load(weights_only=True), and `--ckpt_path` alone tells the CLI the model. The
+        # CLI lets these override the command line, so run-time choices (compile, init_from,
+        # sampling) stay out.
         self.save_hyperparameters(
             {
                 "arch": {
@@ -91,7 +113,6 @@ class CausalLMModule(LightningModule):
                 "weight_decay": weight_decay,
                 "betas": list(betas),
                 "eps": eps,
-                "compile": compile,
             }
         )
         self.model: Model | None = None
@@ -111,6 +132,8 @@ class CausalLMModule(LightningModule):
         device = self.trainer.strategy.root_device if self._trainer is not None else self.device
         with torch.device(device):
             model = build_model(self.config)
+        if self.init_from is not None:
+            self._load_pretrained(model, self.init_from)
         if self.compile_blocks:
             for block in model.blocks:
                 block.compile()
@@ -138,6 +161,23 @@ class CausalLMModule(LightningModule):
                 f"({self.config.block_size}). Lower data.block_size, or raise "
                 "model.arch.block_size (a new model, or one imported with a longer context)."
             )
+
+    def _load_pretrained(self, model: Model, folder: str) -> None:
+        """Copy Hugging Face weights into ``model`` after checking that the shapes agree."""
+        from llm_torch.interop.hf import from_hf
+
+        pretrained = from_hf(folder)
+        differences = _config_differences(config_to_dict(pretrained.config), self.config)
+        if differences:
+            raise ValueError(
+                f"model.init_from {folder!r} holds a different model than model.arch "
+                f"({differences}). Set model.arch to the pretrained model's shape, and train with "
+                "its tokenizer (the vocabulary size comes from data.tokenizer)."
+            )
+        with torch.no_grad():
+            target = model.state_dict()
+            for name, tensor in pretrained.state_dict().items():
+                target[name][: tensor.shape[0]].copy_(tensor)  # padded vocab rows keep their init
 
     @property
     def net(self) -> Model:
@@ -180,6 +220,30 @@ class CausalLMModule(LightningModule):
     def on_test_epoch_end(self) -> None:
         """Log ``test/loss`` and ``test/ppl`` over all batches and ranks."""
         self._log_loss_and_perplexity("test", self.test_loss)
+
+    def predict_step(self, batch: list[Prompt], batch_idx: int) -> list[Prompt]:
+        """Continue each ``(index, text, ids)`` prompt; returns ``(index, text, new_ids)``.
+
+        Prompts longer than the context keep their last ``block_size - 1`` tokens, and every
+        prompt in the batch gets as many new tokens as the longest leaves room for.
+        """
+        tokenizer = getattr(getattr(self._trainer, "datamodule", None), "tokenizer", None)
+        block_size = self.net.config.block_size
+        prompts = [ids[-(block_size - 1) :] for _, _, ids in batch]
+        outputs = generate(
+            self.net,
+            prompts,
+            min(self.sampling.max_new_tokens, block_size - max(map(len, prompts))),
+            temperature=self.sampling.temperature,
+            top_k=self.sampling.top_k,
+            top_p=self.sampling.top_p,
+            eos_id=tokenizer.eot_id if tokenizer is not None else None,
+            seed=self.sampling.seed + batch_idx,
+        )
+        return [
+            (index, text, out[len(prompt) :])
+            for (index, text, _), prompt, out in zip(batch, prompts, outputs, strict=True)
+        ]
 
     def _log_loss_and_perplexity(self, stage: str, metric: MeanMetric) -> None:
         loss = metric.compute()  # reduces across ranks
@@ -226,18 +290,19 @@ class CausalLMModule(LightningModule):
         saved = checkpoint.get(CHECKPOINT_KEY, {}).get("model")
         if saved is None:
             return
-        ours = config_to_dict(self.config)
-        differences = {
-            key: (saved.get(key), ours.get(key))
-            for key in saved.keys() | ours.keys()
-            if key not in _RESUMABLE_DIFFERENCES and saved.get(key) != ours.get(key)
-        }
+        differences = _config_differences(saved, self.config)
         if differences:
-            listed = ", ".join(
-                f"{key}: checkpoint {old!r} vs config {new!r}"
-                for key, (old, new) in sorted(differences.items())
-            )
             raise ValueError(
-                f"The checkpoint was trained with a different model ({listed}). Use the config "
-                "the checkpoint was trained with, or a checkpoint of this model."
+                f"The checkpoint was trained with a different model ({differences}). Use the "
+                "config the checkpoint was trained with, or a checkpoint of this model."
             )
+
+
+def _config_differences(saved: dict[str, Any], config: ModelConfig) -> str:
+    """List the fields where saved weights' config and ``config`` disagree ("" if compatible)."""
+    ours = config_to_dict(config)
+    return ", ".join(
+        f"{key}: checkpoint {saved.get(key)!r} vs config {ours.get(key)!r}"
+        for key in sorted(saved.keys() | ours.keys())
+        if key not in _COMPATIBLE_FIELDS and saved.get(key) != ours.get(key)
+    )

@@ -130,11 +130,7 @@ def _gpt_config_from_hf(hf_config: Any) -> GPTConfig:
 
 
 def _gpt_config_to_hf(cfg: GPTConfig) -> dict[str, Any]:
-    """``GPT2Config`` arguments for a GPT, refusing options GPT-2 in ``transformers`` lacks."""
-    if not cfg.bias:
-        raise ValueError(
-            "Cannot export a GPT with bias=False: transformers' GPT-2 always has biases."
-        )
+    """``GPT2Config`` arguments for a GPT (``bias=False`` exports as zero biases)."""
     return {
         "vocab_size": cfg.vocab_size,
         "n_positions": cfg.block_size,
@@ -387,6 +383,9 @@ def to_hf(
     state = model.state_dict()
     hf_state = {}
     for row in family.tensors(cfg.n_layer):
+        if row.ours not in state:  # a bias-free GPT: zero biases compute the same function
+            hf_state.update({name: torch.zeros(hf_shapes[name]) for name in row.theirs})
+            continue
         tensor = state[row.ours]
         if row.vocab_rows:
             tensor = tensor[: cfg.vocab_size]  # drop padding rows

@@ -1,0 +1,156 @@
+"""``llm-torch generate`` and ``llm-torch export``: use a trained model without any YAML.
+
+Both read a checkpoint written by ``llm-torch fit`` (which carries the model config and the
+tokenizer spec); ``generate`` also reads Hugging Face ``save_pretrained`` folders.
+"""
+
+import argparse
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from llm_torch.architectures.registry import Model
+from llm_torch.engine.checkpoint import load_checkpoint
+from llm_torch.generation import generate
+from llm_torch.tokenizer import Tokenizer, get_tokenizer
+
+_DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+def _generate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-torch generate", description="Sample text from a trained model."
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt_path", help="checkpoint written by `llm-torch fit`")
+    source.add_argument("--hf_dir", help="Hugging Face save_pretrained folder (GPT-2 or Llama)")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default="", help="text to continue (default: start fresh)")
+    prompt.add_argument("--prompt_file", help="file whose text is the prompt")
+    parser.add_argument(
+        "--tokenizer",
+        help="tokenizer spec (gpt2, byte, hf:/path/tokenizer.json, ...); default: the "
+        "checkpoint's, or the tokenizer.json inside --hf_dir",
+    )
+    parser.add_argument("--max_new_tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
+    parser.add_argument("--top_k", type=int, default=200)
+    parser.add_argument("--top_p", type=float, default=None)
+    parser.add_argument("--num_samples", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if any)"
+    )
+    parser.add_argument("--precision", choices=sorted(_DTYPES), default="32")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[Model, Tokenizer]:
+    """The model and tokenizer named by ``--ckpt_path`` / ``--hf_dir`` and ``--tokenizer``."""
+    tokenizer: Tokenizer | None
+    if args.ckpt_path:
+        model, tokenizer = load_checkpoint(args.ckpt_path)
+    else:
+        from llm_torch.interop.hf import from_hf
+
+        model = from_hf(args.hf_dir)
+        bundled = Path(args.hf_dir) / "tokenizer.json"
+        tokenizer = get_tokenizer(f"hf:{bundled}") if bundled.is_file() else None
+    if args.tokenizer:
+        tokenizer = get_tokenizer(args.tokenizer)
+    if tokenizer is None:
+        raise SystemExit(
+            "error: no tokenizer known for this model; pass --tokenizer (e.g. gpt2 for GPT-2)."
+        )
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise SystemExit(
+            f"error: tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model "
+            f"only {model.config.vocab_size}; pass the tokenizer the model was trained with."
+        )
+    return model, tokenizer
+
+
+def _printer(
+    tokenizer: Tokenizer, prompt: list[int]
+) -> tuple[Callable[[int, int], None], list[int]]:
+    """An ``on_token`` callback that prints text as it is produced.
+
+    Tokens are decoded together and only the new, complete text is printed, so characters split
+    across tokens (bytes, BPE pieces) never come out garbled.
+    """
+    ids = list(prompt)
+    printed = [len(tokenizer.decode(ids))]
+
+    def on_token(_: int, token: int) -> None:
+        ids.append(token)
+        text = tokenizer.decode(ids)
+        if not text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the rest
+            print(text[printed[0] :], end="", flush=True)
+            printed[0] = len(text)
+
+    return on_token, ids
+
+
+def generate_command(argv: list[str]) -> None:
+    """Run ``llm-torch generate``."""
+    args = _generate_parser().parse_args(argv)
+    model, tokenizer = _load(args)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device=device, dtype=_DTYPES[args.precision]).eval()
+    text = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt
+    prompt = tokenizer.encode(text) if text else [tokenizer.eot_id]
+    for sample in range(args.num_samples):
+        if sample:
+            print("\n" + "-" * 40)
+        print(text, end="", flush=True)
+        on_token, _ = _printer(tokenizer, prompt)
+        generate(
+            model,
+            [prompt],
+            min(args.max_new_tokens, model.config.block_size - len(prompt)),
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            eos_id=tokenizer.eot_id,
+            seed=args.seed + sample,
+            on_token=on_token,
+        )
+    print()
+
+
+def export_command(argv: list[str]) -> None:
+    """Run ``llm-torch export``: a checkpoint to a Hugging Face ``save_pretrained`` folder."""
+    parser = argparse.ArgumentParser(
+        prog="llm-torch export",
+        description="Write a checkpoint as a Hugging Face folder (config.json, model.safetensors).",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by `llm-torch fit`")
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+    from llm_torch.interop.hf import to_hf
+
+    model, tokenizer = load_checkpoint(args.ckpt_path)
+    eot = tokenizer.eot_id if tokenizer is not None else None
+    to_hf(model, eos_token_id=eot).save_pretrained(args.out)
+    if tokenizer is not None and tokenizer.spec.get("name") == "hf":
+        shutil.copy(tokenizer.spec["path"], Path(args.out) / "tokenizer.json")
+    print(f"Wrote {args.out}: load it with transformers.AutoModelForCausalLM.from_pretrained.")
+
+
+#: Subcommands that are not Lightning's (fit, validate, test, predict).
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "generate": generate_command,
+    "export": export_command,
+}
+
+
+def run_command(argv: list[str]) -> bool:
+    """Run ``argv`` if it names one of :data:`COMMANDS`; ``False`` leaves it to LightningCLI."""
+    if argv and argv[0] in COMMANDS:
+        COMMANDS[argv[0]](argv[1:])
+        return True
+    return False

@@ -1,0 +1,83 @@
+"""Rebuild a model and its tokenizer from a training checkpoint, safely and without the YAML."""
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm_torch.architectures.registry import Model, build_model, config_from_dict
+from llm_torch.tokenizer import Tokenizer, get_tokenizer
+
+#: Key under which checkpoints carry what rebuilds the model and tokenizer without the YAML.
+CHECKPOINT_KEY = "llm_torch"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: corrupt, truncated, foreign or mismatched."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file with ``weights_only=True`` (no arbitrary code from pickles).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: A folder (sharded checkpoint), or a file torch cannot read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise CheckpointError(
+            f"{str(path)!r} is a sharded (FSDP) checkpoint folder. Consolidate it into one file "
+            "first: python -m lightning.pytorch.utilities.consolidate_checkpoint "
+            f"{path} --output_file {path}.consolidated"
+        )
+    try:
+        checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise CheckpointError(
+            f"Cannot read checkpoint {str(path)!r}: it is truncated, corrupt or not a PyTorch "
+            f"checkpoint ({type(err).__name__}: {str(err)[:200]}). Use another checkpoint, e.g. "
+            "best.ckpt or step-N.ckpt from the same folder."
+        ) from None
+    return checkpoint
+
+
+def load_checkpoint(path: str | Path) -> tuple[Model, Tokenizer | None]:
+    """Rebuild the trained model (float32, eval mode, on CPU) and its tokenizer.
+
+    Args:
+        path: A ``.ckpt`` file written by ``llm-torch fit``.
+
+    Returns:
+        The model with the checkpoint's weights, and the tokenizer it was trained with (``None``
+        if the checkpoint was saved without a data module).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: Unreadable, not from llm-torch, or weights that do not fit the config.
+    """
+    checkpoint = read_checkpoint(path)
+    saved = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(saved, dict) or "model" not in saved or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{str(path)!r} is not an llm-torch training checkpoint (it has no model config). "
+            "For Hugging Face weights use a save_pretrained folder instead."
+        )
+    model = build_model(config_from_dict(saved["model"]))
+    prefix = "model."
+    state = {
+        name.removeprefix(prefix): tensor
+        for name, tensor in checkpoint["state_dict"].items()
+        if name.startswith(prefix)
+    }
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"The weights in {str(path)!r} do not fit the model config it records: {err}"
+        ) from None
+    tokenizer = get_tokenizer(saved["tokenizer"]) if saved.get("tokenizer") else None
+    return model.eval(), tokenizer
