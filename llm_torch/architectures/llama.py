@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from llm_torch.architectures.base import DecoderLM
 from llm_torch.components import CausalSelfAttention, RotaryEmbedding, SwiGLUMLP, TransformerBlock
 from llm_torch.components.rope import validate_rope_scaling
 
@@ -177,7 +178,7 @@ class LlamaConfig:
         return 256 * math.ceil(int(8 * self.n_embd / 3) / 256)
 
 
-class Llama(nn.Module):
+class Llama(DecoderLM):
     """Llama language model: token ids ``(B, T)`` in, next-token logits ``(B, T, vocab_size)`` out.
 
     Args:
@@ -258,47 +259,12 @@ class Llama(nn.Module):
             ValueError: If the positions run past the model's ``block_size``.
         """
         seq_len = idx.size(1)
-        offset = 0 if input_pos is None else input_pos
-        if offset + seq_len > self.config.block_size:
-            raise ValueError(_too_long(seq_len, input_pos, self.config.block_size))
+        self._check_positions(seq_len, input_pos)
         x = self.drop(self.wte(idx))
         rope = self.rope if input_pos is None else partial(self.rope, offset=input_pos)
         for block in self.blocks:
             x = block(x, rope, input_pos)
-        logits = self.lm_head(self.ln_f(x))
-        if self.config.padded_vocab_size != self.config.vocab_size:
-            logits = logits[..., : self.config.vocab_size]
-        return logits
-
-    def setup_cache(self, batch_size: int, max_len: int | None = None) -> None:
-        """Allocate a KV cache in every attention layer, for ``forward(idx, input_pos)``.
-
-        Buffers take the model's dtype and device, so call this after moving the model.
-
-        Args:
-            batch_size: Largest batch that will be decoded.
-            max_len: Positions to hold, prompt plus new tokens; ``None`` means ``block_size``.
-                Memory is ``2 * n_layer * batch_size * max_len * n_kv_head * head_dim`` elements.
-
-        Raises:
-            ValueError: If ``max_len`` is not in ``1 .. block_size``.
-        """
-        max_len = self.config.block_size if max_len is None else max_len
-        if not 0 < max_len <= self.config.block_size:
-            raise ValueError(
-                f"KV cache max_len must be in 1..block_size ({self.config.block_size}), got "
-                f"{max_len}: positions past block_size have no embedding."
-            )
-        weight = self.wte.weight
-        for module in self.modules():
-            if isinstance(module, CausalSelfAttention):
-                module.setup_cache(batch_size, max_len, weight.dtype, weight.device)
-
-    def clear_cache(self) -> None:
-        """Free the KV caches that :meth:`setup_cache` allocated."""
-        for module in self.modules():
-            if isinstance(module, CausalSelfAttention):
-                module.clear_cache()
+        return self._logits(x)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Count parameters, each shared tensor once.
@@ -313,34 +279,3 @@ class Llama(nn.Module):
         if exclude_embeddings and not self.config.tie_embeddings:
             total -= self.wte.weight.numel()
         return total
-
-    def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Estimate training FLOPs (forward + backward) per token, for MFU.
-
-        ``6 * N`` covers the matmuls with the ``N`` non-embedding parameters;
-        ``12 * n_layer * n_head * head_dim * seq_len`` covers attention scores and their weighted
-        sum (PaLM appendix B, as for GPT; the causal mask's skipped half is counted). Grouped-query
-        attention shares keys and values but still scores every query head, hence ``n_head``.
-
-        Args:
-            seq_len: Training sequence length; defaults to ``block_size``.
-        """
-        cfg = self.config
-        seq_len = cfg.block_size if seq_len is None else seq_len
-        attention = 12 * cfg.n_layer * cfg.n_head * cfg.resolved_head_dim * seq_len
-        return 6 * self.num_params(exclude_embeddings=True) + attention
-
-
-def _too_long(seq_len: int, input_pos: int | None, block_size: int) -> str:
-    """The error for positions past ``block_size``, with the fix that fits the call."""
-    if input_pos is None:
-        return (
-            f"Sequence length {seq_len} exceeds this model's block_size ({block_size}). Crop the "
-            f"input to its last {block_size} tokens, or use a model configured with a larger "
-            "block_size."
-        )
-    return (
-        f"Positions {input_pos}..{input_pos + seq_len - 1} exceed this model's block_size "
-        f"({block_size}): a KV cache holds at most block_size tokens. Generate fewer tokens, or "
-        "generate without the cache, which crops the context to the last block_size tokens."
-    )
