@@ -13,10 +13,11 @@ Ctrl-C or SIGTERM.
 """
 
 import sys
+import zipfile
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from llm_torch.data import TextDataModule
 from llm_torch.engine.callbacks import (
@@ -26,6 +27,7 @@ from llm_torch.engine.callbacks import (
     SpeedMonitor,
     TextSampleLogger,
 )
+from llm_torch.engine.checkpoint import CheckpointError
 from llm_torch.engine.module import CausalLMModule
 
 
@@ -69,32 +71,36 @@ class LLMCLI(LightningCLI):
             }
         )
 
-    def _check_ckpt_path(self) -> None:
-        """Fail early, by name, on a ``--ckpt_path`` that is not there."""
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse, then vet ``--ckpt_path`` before Lightning reads hyperparameters from it."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         special = ckpt_path in ("last", "best", "hpc") or str(ckpt_path).startswith("registry")
-        if ckpt_path and not special and not Path(ckpt_path).exists():
-            raise FileNotFoundError(
-                f"--ckpt_path {ckpt_path!r} does not exist. Pass a checkpoint written by fit "
-                "(e.g. checkpoints/<run>/last.ckpt), or 'last' to resume from the newest "
-                "last.ckpt in --checkpoint.dirpath."
-            )
+        if ckpt_path and not special:
+            _check_checkpoint_file(Path(ckpt_path))
 
-    def before_fit(self) -> None:
-        """Check the checkpoint path before building the run."""
-        self._check_ckpt_path()
 
-    def before_validate(self) -> None:
-        """Check the checkpoint path before validating."""
-        self._check_ckpt_path()
+def _check_checkpoint_file(path: Path) -> None:
+    """Raise a clear error for a missing or truncated checkpoint file.
 
-    def before_test(self) -> None:
-        """Check the checkpoint path before testing."""
-        self._check_ckpt_path()
-
-    def before_predict(self) -> None:
-        """Check the checkpoint path before predicting."""
-        self._check_ckpt_path()
+    Reading a zip's central directory (at the end of the file) is cheap and fails on truncation,
+    where ``torch.load`` would fail later with a bare traceback.
+    """
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--ckpt_path {str(path)!r} does not exist. Pass a checkpoint written by fit "
+            "(e.g. checkpoints/<run>/last.ckpt), or 'last' to resume from the newest "
+            "last.ckpt in --checkpoint.dirpath."
+        )
+    if path.is_file():
+        try:
+            zipfile.ZipFile(path).close()
+        except zipfile.BadZipFile:
+            raise CheckpointError(
+                f"--ckpt_path {str(path)!r} is truncated or corrupt (not a complete PyTorch "
+                "checkpoint). Use another checkpoint, e.g. step-N.ckpt or best.ckpt."
+            ) from None
 
 
 def cli(args: list[str] | None = None) -> LLMCLI:

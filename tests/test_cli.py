@@ -15,6 +15,7 @@ from cli_helpers import (
 )
 
 from llm_torch.cli import cli as main
+from llm_torch.engine.checkpoint import CheckpointError
 
 
 @pytest.fixture
@@ -166,6 +167,17 @@ def test_missing_checkpoint_file_is_a_clear_error(tmp_path: Path, corpus: Path) 
                 f"--ckpt_path={missing}",
             ]
         )
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path: Path, corpus: Path) -> None:
+    config = Path(__file__).parents[1] / "configs" / "shakespeare-char.yaml"
+    args = tiny_args(tmp_path, corpus)
+    main(["fit", f"--config={config}", *args])
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r"truncated\.ckpt' is truncated or corrupt"):
+        main(["validate", f"--config={config}", *args, f"--ckpt_path={truncated}"])
 
 
 def test_checkpoint_alone_defines_the_model_for_validate(tmp_path: Path, corpus: Path) -> None:
