@@ -1,5 +1,6 @@
 """``DecoderLM``: what every llm-torch architecture shares beyond its own layers."""
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -23,6 +24,17 @@ class DecoderLM(nn.Module, ABC):
     @abstractmethod
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Count parameters, each shared tensor once (see the subclass for the convention)."""
+
+    def _scale_residual_projections(self) -> None:
+        """Re-draw the residual-stream output projections with std ``0.02 / sqrt(2 * n_layer)``.
+
+        The residual stream sums ``2 * n_layer`` of them (attention and MLP per block); scaling
+        keeps its variance independent of depth (GPT-2's initialisation, also used for Llama).
+        """
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, param in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.proj.weight")):
+                nn.init.normal_(param, mean=0.0, std=residual_std)
 
     def _check_positions(self, seq_len: int, input_pos: int | None) -> None:
         """Raise if positions ``input_pos .. input_pos + seq_len - 1`` pass ``block_size``."""

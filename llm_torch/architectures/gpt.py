@@ -141,10 +141,7 @@ class GPT(DecoderLM):
             if isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
         nn.init.normal_(self.wpe.weight, mean=0.0, std=0.02)
-        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for name, param in self.named_parameters():
-            if name.endswith(("attn.proj.weight", "mlp.proj.weight")):
-                nn.init.normal_(param, mean=0.0, std=residual_std)
+        self._scale_residual_projections()
 
     def forward(self, idx: Tensor, input_pos: int | None = None) -> Tensor:
         """Return next-token logits ``(B, T, vocab_size)`` for token ids ``idx`` ``(B, T)``.
