@@ -111,7 +111,9 @@ def generate_command(argv: list[str]) -> None:
         generate(
             model,
             [prompt],
-            min(args.max_new_tokens, model.config.block_size - len(prompt)),
+            args.max_new_tokens,
+            # The KV cache holds block_size tokens; longer outputs slide the context instead.
+            use_cache=len(prompt) + args.max_new_tokens <= model.config.block_size,
             temperature=args.temperature,
             top_k=args.top_k,
             top_p=args.top_p,

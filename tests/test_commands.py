@@ -86,6 +86,10 @@ def test_generate_prints_text_from_a_checkpoint(
     assert 0 < len(new_text) <= 12 + len("<|endoftext|>")
     assert set(new_text.replace("<|endoftext|>", "")) <= set(corpus.read_text())
     assert _run(*args, "--temperature=0").stdout == greedy.stdout  # greedy is deterministic
+    # Longer than the model's 64-token context: the window slides instead of stopping.
+    long = _run(*args[:-1], "--max_new_tokens=100", "--temperature=0")
+    assert long.returncode == 0, long.stderr[-2000:]
+    assert len(long.stdout.rstrip("\n")) > 64 or "<|endoftext|>" in long.stdout
 
 
 def test_export_loads_in_transformers_with_identical_logits(
