@@ -1,7 +1,6 @@
 """generate(): cache and transformers parity, sampling filters, seeds, EOS, streaming, errors."""
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,17 +14,8 @@ VOCAB = 97
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11, 12, 13], [14]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run on one intra-op thread.
-
-    Tiny models gain nothing from more, and on a busy machine waiting for the thread pool costs
-    far more than the work (30x slower on a loaded 2-CPU box).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models gain nothing from more threads; see conftest.one_thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(arch: str, block_size: int = 64) -> GPT | Llama:

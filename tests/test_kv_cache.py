@@ -1,7 +1,5 @@
 """KV cache: in-place buffers, cached logits equal to the full forward, untouched training path."""
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -12,17 +10,8 @@ from llm_torch.generation import kv_cache
 VOCAB = 97
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run on one intra-op thread.
-
-    Tiny models gain nothing from more, and on a busy machine waiting for the thread pool costs
-    far more than the work (30x slower on a loaded 2-CPU box).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models gain nothing from more threads; see conftest.one_thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MODELS = {

@@ -56,6 +56,7 @@ class SpeedMonitor(Callback):
         self._history: deque[tuple[float, int]] = deque(maxlen=window + 1)
         self._tokens = 0
         self._loss: float | None = None
+        self._flops_per_token: dict[int, int] = {}  # by sequence length, computed once each
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Resolve the peak FLOP/s of this device once."""
@@ -63,7 +64,7 @@ class SpeedMonitor(Callback):
         if self._peak is None:
             log.warning(
                 "MFU is not logged: the peak FLOP/s of %s is unknown. Set it with "
-                "--trainer.callbacks+=SpeedMonitor --...peak_flops, or in the config.",
+                "--speed.peak_flops (FLOP/s per device).",
                 pl_module.device,
             )
 
@@ -85,9 +86,17 @@ class SpeedMonitor(Callback):
             tokens_per_sec = (last - first) / max(end - start, 1e-9)
             metrics["perf/tokens_per_sec"] = tokens_per_sec
             if self._peak:
-                flops = _model(pl_module).flops_per_token(inputs.shape[1])
+                seq_len = inputs.shape[1]
+                if seq_len not in self._flops_per_token:
+                    self._flops_per_token[seq_len] = _model(pl_module).flops_per_token(seq_len)
+                flops = self._flops_per_token[seq_len]
                 metrics["perf/mfu"] = tokens_per_sec * flops / (self._peak * trainer.world_size)
-        if trainer.global_step % self._log_every(trainer) == 0 and outputs is not None:
+        step_done = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if (
+            step_done
+            and trainer.global_step % self._log_every(trainer) == 0
+            and outputs is not None
+        ):
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self._loss = float(loss)
         if metrics:
