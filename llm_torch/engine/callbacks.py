@@ -91,12 +91,10 @@ class SpeedMonitor(Callback):
                     self._flops_per_token[seq_len] = _model(pl_module).flops_per_token(seq_len)
                 flops = self._flops_per_token[seq_len]
                 metrics["perf/mfu"] = tokens_per_sec * flops / (self._peak * trainer.world_size)
+        # Read the loss once per logged optimizer step, not per micro-batch of accumulation.
         step_done = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-        if (
-            step_done
-            and trainer.global_step % self._log_every(trainer) == 0
-            and outputs is not None
-        ):
+        logged_step = trainer.global_step % self._log_every(trainer) == 0
+        if step_done and logged_step and outputs is not None:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self._loss = float(loss)
         if metrics:
