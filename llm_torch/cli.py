@@ -12,11 +12,14 @@ validation, a best-by-``val/loss`` checkpoint plus a resumable ``last.ckpt`` in 
 Ctrl-C or SIGTERM.
 """
 
+import os
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from llm_torch.data import TextDataModule
@@ -24,11 +27,13 @@ from llm_torch.engine.callbacks import (
     GlobalBatchSize,
     InterruptCheckpoint,
     JSONLPredictionWriter,
-    SpeedMonitor,
     TextSampleLogger,
 )
 from llm_torch.engine.checkpoint import CheckpointError
+from llm_torch.engine.loggers import TensorBoard
 from llm_torch.engine.module import CausalLMModule
+from llm_torch.engine.monitor import TrainingMonitor
+from llm_torch.engine.progress import StepProgressBar
 
 
 class LLMCLI(LightningCLI):
@@ -41,7 +46,7 @@ class LLMCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.link_arguments("checkpoint.dirpath", "last_checkpoint.dirpath")
-        parser.add_lightning_class_args(SpeedMonitor, "speed")
+        parser.add_lightning_class_args(TrainingMonitor, "speed")
         parser.add_lightning_class_args(TextSampleLogger, "sample")
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt")
         parser.add_lightning_class_args(GlobalBatchSize, "batch")
@@ -79,6 +84,23 @@ class LLMCLI(LightningCLI):
         special = ckpt_path in ("last", "best", "hpc") or str(ckpt_path).startswith("registry")
         if ckpt_path and not special:
             _check_checkpoint_file(Path(ckpt_path))
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Default to a step-counting progress bar and a TensorBoard log without placeholders.
+
+        Both stand in for Lightning's defaults only where the config keeps those defaults: an
+        explicit logger, a progress bar in ``trainer.callbacks`` or ``enable_progress_bar:
+        false`` win.
+        """
+        if config.get("logger") in (None, True):
+            save_dir = config.get("default_root_dir") or os.getcwd()
+            config["logger"] = TensorBoard(save_dir=save_dir)
+        configured = config.get("callbacks") or []
+        configured = [*(configured if isinstance(configured, list) else [configured]), *callbacks]
+        has_bar = any(isinstance(callback, ProgressBar) for callback in configured)
+        if config.get("enable_progress_bar") is not False and not has_bar:
+            callbacks = [*callbacks, StepProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
 
 def _check_checkpoint_file(path: Path) -> None:

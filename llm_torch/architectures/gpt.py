@@ -143,24 +143,12 @@ class GPT(DecoderLM):
         nn.init.normal_(self.wpe.weight, mean=0.0, std=0.02)
         self._scale_residual_projections()
 
-    def forward(self, idx: Tensor, input_pos: int | None = None) -> Tensor:
-        """Return next-token logits ``(B, T, vocab_size)`` for token ids ``idx`` ``(B, T)``.
-
-        Args:
-            idx: Token ids.
-            input_pos: ``None`` for whole sequences (training, evaluation): no cache is read or
-                written. For incremental decoding after :meth:`setup_cache`: the position of
-                ``idx[:, 0]``, i.e. ``0`` for the prompt, then the number of tokens already fed.
-
-        Raises:
-            ValueError: If the positions run past the model's ``block_size``.
-        """
-        seq_len = idx.size(1)
-        self._check_positions(seq_len, input_pos)
-        x = self.drop(self.wte(idx) + self.wpe(seq_len, input_pos or 0))
+    def hidden_states(self, idx: Tensor, input_pos: int | None = None) -> Tensor:
+        """Token plus position embeddings, then the blocks (see :meth:`DecoderLM.forward`)."""
+        x = self.drop(self.wte(idx) + self.wpe(idx.size(1), input_pos or 0))
         for block in self.blocks:
             x = block(x, input_pos=input_pos)
-        return self._logits(x)
+        return x
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Count parameters, each shared tensor once.

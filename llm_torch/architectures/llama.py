@@ -243,25 +243,13 @@ class Llama(DecoderLM):
                 nn.init.ones_(module.weight)
         self._scale_residual_projections()
 
-    def forward(self, idx: Tensor, input_pos: int | None = None) -> Tensor:
-        """Return next-token logits ``(B, T, vocab_size)`` for token ids ``idx`` ``(B, T)``.
-
-        Args:
-            idx: Token ids.
-            input_pos: ``None`` for whole sequences (training, evaluation): no cache is read or
-                written. For incremental decoding after :meth:`setup_cache`: the position of
-                ``idx[:, 0]``, i.e. ``0`` for the prompt, then the number of tokens already fed.
-
-        Raises:
-            ValueError: If the positions run past the model's ``block_size``.
-        """
-        seq_len = idx.size(1)
-        self._check_positions(seq_len, input_pos)
+    def hidden_states(self, idx: Tensor, input_pos: int | None = None) -> Tensor:
+        """Token embeddings, then the blocks with RoPE (see :meth:`DecoderLM.forward`)."""
         x = self.drop(self.wte(idx))
         rope = self.rope if input_pos is None else partial(self.rope, offset=input_pos)
         for block in self.blocks:
             x = block(x, rope, input_pos)
-        return self._logits(x)
+        return x
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Count parameters, each shared tensor once.

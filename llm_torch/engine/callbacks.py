@@ -1,10 +1,8 @@
-"""Training callbacks: throughput and MFU, text samples, and checkpoints on interruption."""
+"""Training callbacks: text samples, checkpoints on interruption, batch sizes, predictions."""
 
 import json
 import logging
 import signal
-import time
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -16,7 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelChe
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from llm_torch.architectures.registry import Model
-from llm_torch.engine.flops import peak_flops
+from llm_torch.engine.module import CausalLMModule
 from llm_torch.generation import generate
 
 log = logging.getLogger(__name__)
@@ -24,89 +22,9 @@ log = logging.getLogger(__name__)
 
 def _model(pl_module: LightningModule) -> Model:
     """The architecture inside a ``CausalLMModule``."""
-    from llm_torch.engine.module import CausalLMModule  # the module imports this file
-
     if not isinstance(pl_module, CausalLMModule):
         raise TypeError(f"llm-torch callbacks expect a CausalLMModule, got {type(pl_module)}.")
     return pl_module.net
-
-
-class SpeedMonitor(Callback):
-    """Log tokens per second, MFU and the training loss without per-step host-device syncs.
-
-    Timing uses the host clock over a sliding window of steps: the host runs ahead of an
-    asynchronous GPU by at most a few steps, so over a window the rate is the device's. Token
-    counts come from batch shapes, which live on the host. The loss shown in the progress bar is
-    read from the device only every ``log_every_n_steps`` steps, when Lightning syncs to write
-    its logs anyway.
-
-    MFU is model FLOPs per second (the architecture's ``flops_per_token``) over the peak of all
-    devices: on GPU the dense bf16 datasheet peak, on CPU a measured matmul rate, or the
-    configured ``peak_flops``.
-
-    Args:
-        window: Number of recent steps the rates average over.
-        peak_flops: Per-device peak FLOP/s; ``None`` looks it up (GPU) or measures it (CPU).
-    """
-
-    def __init__(self, window: int = 20, peak_flops: float | None = None) -> None:
-        self.window = window
-        self.peak_flops = peak_flops
-        self._peak: float | None = None
-        self._history: deque[tuple[float, int]] = deque(maxlen=window + 1)
-        self._tokens = 0
-        self._loss: float | None = None
-        self._flops_per_token: dict[int, int] = {}  # by sequence length, computed once each
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Resolve the peak FLOP/s of this device once."""
-        self._peak = peak_flops(pl_module.device, self.peak_flops)
-        if self._peak is None:
-            log.warning(
-                "MFU is not logged: the peak FLOP/s of %s is unknown. Set it with "
-                "--speed.peak_flops (FLOP/s per device).",
-                pl_module.device,
-            )
-
-    def on_train_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        """Update the window and log the rates (plain floats: logging them costs no sync)."""
-        inputs = batch[0]
-        self._tokens += inputs.numel() * trainer.world_size
-        self._history.append((time.perf_counter(), self._tokens))
-        metrics: dict[str, float] = {}
-        if len(self._history) > 1:
-            (start, first), (end, last) = self._history[0], self._history[-1]
-            tokens_per_sec = (last - first) / max(end - start, 1e-9)
-            metrics["perf/tokens_per_sec"] = tokens_per_sec
-            if self._peak:
-                seq_len = inputs.shape[1]
-                if seq_len not in self._flops_per_token:
-                    self._flops_per_token[seq_len] = _model(pl_module).flops_per_token(seq_len)
-                flops = self._flops_per_token[seq_len]
-                metrics["perf/mfu"] = tokens_per_sec * flops / (self._peak * trainer.world_size)
-        # Read the loss once per logged optimizer step, not per micro-batch of accumulation.
-        step_done = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-        logged_step = trainer.global_step % self._log_every(trainer) == 0
-        if step_done and logged_step and outputs is not None:
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            self._loss = float(loss)
-        if metrics:
-            pl_module.log_dict(metrics, on_step=True, on_epoch=False)
-            pl_module.log("tok/s", metrics["perf/tokens_per_sec"], prog_bar=True, logger=False)
-        if self._loss is not None:
-            pl_module.log("loss", self._loss, prog_bar=True, logger=False)
-
-    @staticmethod
-    def _log_every(trainer: Trainer) -> int:
-        """Lightning's logging cadence (set on the trainer at run time, hence ``getattr``)."""
-        return max(int(getattr(trainer, "log_every_n_steps", 1)), 1)
 
 
 class TextSampleLogger(Callback):
@@ -146,16 +64,18 @@ class TextSampleLogger(Callback):
         model = _model(pl_module)
         was_training = model.training
         model.eval()
-        ids = generate(
-            model,
-            torch.tensor([prompt], device=pl_module.device),
-            self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            seed=self.seed,
-            # The cache holds at most block_size tokens; longer samples slide the context instead.
-            use_cache=len(prompt) + self.max_new_tokens <= model.config.block_size,
-        )
+        # Eager: one-token decode steps would recompile the training graph of compiled blocks.
+        with torch.compiler.set_stance("force_eager"):
+            ids = generate(
+                model,
+                torch.tensor([prompt], device=pl_module.device),
+                self.max_new_tokens,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                seed=self.seed,
+                # The cache holds at most block_size tokens; longer samples slide the context.
+                use_cache=len(prompt) + self.max_new_tokens <= model.config.block_size,
+            )
         model.train(was_training)
         if trainer.is_global_zero:
             text = tokenizer.decode(ids[0])
