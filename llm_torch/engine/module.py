@@ -227,6 +227,19 @@ class CausalLMModule(LightningModule):
         """
         return self._loss(batch)
 
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        """Keep the step that metrics are logged at equal to the optimizer step.
+
+        Lightning logs at its own counter of stepped batches, restored from the checkpoint and
+        then adjusted by a guess at where the checkpoint was written; after a checkpoint
+        written at validation or at the end of a run the guess is one off, and a resumed run
+        logged every value one step late. With one optimizer the two counters are the same at
+        every batch start, so the restored optimizer step is the truth.
+        """
+        loop = self.trainer.fit_loop.epoch_loop
+        if loop._batches_that_stepped != self.trainer.global_step:
+            loop._batches_that_stepped = self.trainer.global_step
+
     def configure_gradient_clipping(
         self,
         optimizer: Optimizer,
