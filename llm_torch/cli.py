@@ -125,14 +125,18 @@ def _check_checkpoint_file(path: Path) -> None:
             ) from None
 
 
-def cli(args: list[str] | None = None) -> LLMCLI:
-    """Parse ``args`` (default: the command line), then run the subcommand; returns the CLI."""
+def cli(args: list[str] | None = None, **kwargs: Any) -> LLMCLI:
+    """Parse ``args`` (default: the command line), then run the subcommand; returns the CLI.
+
+    ``kwargs`` go to ``LightningCLI`` (e.g. ``trainer_defaults`` with extra callbacks).
+    """
     return LLMCLI(
         CausalLMModule,
         TextDataModule,
         seed_everything_default=1337,
         save_config_kwargs={"overwrite": True},
         args=args,
+        **kwargs,
     )
 
 
