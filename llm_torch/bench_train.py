@@ -193,7 +193,7 @@ def run_plain(options: argparse.Namespace, workdir: Path) -> Timing:
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(options.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     clip = parsed.trainer.gradient_clip_val
-    log_every = parsed.trainer.log_every_n_steps
+    log_every = int(getattr(parsed.trainer, "log_every_n_steps", 10))  # set at run time
 
     data.prepare_data()
     data.setup("fit")
