@@ -2,10 +2,12 @@
 
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
 import torch
+from bpe_helpers import is_cached
 from lightning.pytorch import Callback, LightningModule, Trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -57,6 +59,22 @@ def tiny_args(tmp_path: Path, corpus: Path, *, steps: int = 2) -> list[str]:
         "--data.progress=false",
         "--sample.max_new_tokens=8",
     ]
+
+
+def tokenizer_args(config: Path, tiny_bpe: Path) -> list[str]:
+    """Overrides that run ``config`` on tokenizer files the tests have, never downloading one.
+
+    A config that names the user's own file gets a stand-in: the tests' small BPE (``tiny_bpe``, a
+    tiktoken ranks file) for ``tiktoken:``, bytes for ``hf:``. A ``gpt2`` config keeps GPT-2's BPE
+    when its file is cached and gets the small BPE otherwise, as on a fresh offline clone.
+    """
+    found = re.search(r"^\s*tokenizer:\s*(\S+)", config.read_text(encoding="utf-8"), re.MULTILINE)
+    tokenizer = found.group(1) if found else "gpt2"  # TextDataModule's default
+    if tokenizer.startswith("hf:"):
+        return ["--data.tokenizer=byte"]
+    if tokenizer.startswith("tiktoken:") or (tokenizer == "gpt2" and not is_cached("r50k_base")):
+        return [f"--data.tokenizer=tiktoken:{tiny_bpe}"]
+    return []
 
 
 def tiny_model_args(arch: str = "gpt") -> list[str]:

@@ -11,6 +11,7 @@ from cli_helpers import (
     scalars,
     tiny_args,
     tiny_model_args,
+    tokenizer_args,
     write_corpus,
 )
 
@@ -29,14 +30,13 @@ def _arch(config: Path) -> str:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_config_parses_and_trains_a_few_steps(
-    config: Path, tmp_path: Path, corpus: Path
+    config: Path, tmp_path: Path, corpus: Path, tiny_bpe: Path
 ) -> None:
     args = ["fit", f"--config={config}", *tiny_args(tmp_path, corpus, steps=2)]
     args += tiny_model_args(_arch(config))
     if "batch:" in config.read_text():
         args.append("--batch.global_batch_size=4")  # 2 per micro-batch: accumulate 2
-    if "tokenizer: hf:" in config.read_text() or "tokenizer: tiktoken:" in config.read_text():
-        args.append("--data.tokenizer=byte")  # the config names a local file users provide
+    args += tokenizer_args(config, tiny_bpe)
     cli = main(args)
     assert cli.trainer.global_step == 2
     assert cli.trainer.accumulate_grad_batches == (2 if "batch:" in config.read_text() else 1)
@@ -217,9 +217,12 @@ def test_data_block_size_beyond_the_model_is_refused(tmp_path: Path, corpus: Pat
         main(["fit", f"--config={config}", *args])
 
 
-def test_global_batch_that_does_not_divide_is_refused(tmp_path: Path, corpus: Path) -> None:
+def test_global_batch_that_does_not_divide_is_refused(
+    tmp_path: Path, corpus: Path, tiny_bpe: Path
+) -> None:
     config = Path(__file__).parents[1] / "configs" / "gpt2.yaml"
     args = [*tiny_args(tmp_path, corpus), *tiny_model_args(), "--batch.global_batch_size=5"]
+    args += tokenizer_args(config, tiny_bpe)
     with pytest.raises(ValueError, match=r"global_batch_size 5 is not a multiple of .* = 2"):
         main(["fit", f"--config={config}", *args])
 

