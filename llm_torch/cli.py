@@ -12,14 +12,20 @@ validation, a best-by-``val/loss`` checkpoint plus a resumable ``last.ckpt`` in 
 Ctrl-C or SIGTERM.
 """
 
+import logging
 import os
+import re
 import sys
+import traceback
+import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from llm_torch.data import TextDataModule
@@ -34,6 +40,44 @@ from llm_torch.engine.loggers import TensorBoard
 from llm_torch.engine.module import CausalLMModule
 from llm_torch.engine.monitor import TrainingMonitor
 from llm_torch.engine.progress import StepProgressBar
+from llm_torch.engine.summary import ModelSummary
+from llm_torch.tokenizer.base import TokenizerUnavailableError
+
+
+class _Parser(LightningArgumentParser):
+    """LightningCLI's parser, with errors that fit on a screen.
+
+    jsonargparse prints the whole usage (over 100 lines) before its message, and tries every
+    architecture of ``model.arch`` in turn, repeating one mistake per architecture. The message
+    alone, with repeats folded, names the key; ``--help`` still lists every option.
+    """
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        """Print a short message and exit with status 2."""
+        if not self.exit_on_error:
+            super().error(message, ex)
+        prog = self.prog.replace(" [options]", "")
+        sys.stderr.write(f"llm-torch: error: {_fold_union_errors(message)}\n")
+        sys.stderr.write(f"tip: {prog} --help lists every option.\n")
+        self.exit(2)
+
+
+def _fold_union_errors(message: str) -> str:
+    """Shorten jsonargparse's "does not validate against any of the Union subtypes" message.
+
+    Keeps its first line (the key) and each distinct reason once, naming the classes it came
+    from; other messages keep their first four lines without the echoed value.
+    """
+    problem = r"- Problem with given class_path '[\w.]*?(\w+)':\n((?:\s{6,}\S.*(?:\n|$))+)"
+    problems = re.findall(problem, message)
+    lines = [line for line in message.splitlines() if not line.strip().startswith("Given value")]
+    if not problems:
+        return "\n".join(lines[:4])
+    reasons: dict[str, list[str]] = {}
+    for cls, reason in problems:
+        reasons.setdefault(" ".join(reason.split()), []).append(cls)
+    folded = [f"{reason} ({', '.join(classes)})" for reason, classes in reasons.items()]
+    return " ".join([lines[0].strip(), *folded])
 
 
 class LLMCLI(LightningCLI):
@@ -86,20 +130,25 @@ class LLMCLI(LightningCLI):
             _check_checkpoint_file(Path(ckpt_path))
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        """Default to a step-counting progress bar and a TensorBoard log without placeholders.
+        """Default to a step bar, a summary with FLOPs, and TensorBoard without placeholders.
 
-        Both stand in for Lightning's defaults only where the config keeps those defaults: an
-        explicit logger, a progress bar in ``trainer.callbacks`` or ``enable_progress_bar:
-        false`` win.
+        Each stands in for Lightning's default only where the config keeps that default: an
+        explicit logger, a progress bar or summary in ``trainer.callbacks``, or
+        ``enable_progress_bar: false`` / ``enable_model_summary: false`` win.
         """
         if config.get("logger") in (None, True):
             save_dir = config.get("default_root_dir") or os.getcwd()
             config["logger"] = TensorBoard(save_dir=save_dir)
         configured = config.get("callbacks") or []
         configured = [*(configured if isinstance(configured, list) else [configured]), *callbacks]
-        has_bar = any(isinstance(callback, ProgressBar) for callback in configured)
-        if config.get("enable_progress_bar") is not False and not has_bar:
-            callbacks = [*callbacks, StepProgressBar()]
+        defaults: list[tuple[str, type[Callback], Callable[[], Callback]]] = [
+            ("enable_progress_bar", ProgressBar, StepProgressBar),
+            ("enable_model_summary", LightningModelSummary, ModelSummary),
+        ]
+        for switch, kind, default in defaults:
+            taken = any(isinstance(callback, kind) for callback in configured)
+            if config.get(switch) is not False and not taken:
+                callbacks = [*callbacks, default()]
         return super()._instantiate_trainer(config, callbacks)
 
 
@@ -135,17 +184,72 @@ def cli(args: list[str] | None = None, **kwargs: Any) -> LLMCLI:
         TextDataModule,
         seed_everything_default=1337,
         save_config_kwargs={"overwrite": True},
+        parser_class=_Parser,
         args=args,
         **kwargs,
     )
 
 
+#: Exceptions that llm-torch raises for bad input (a config value, a path, a tokenizer name, a
+#: checkpoint). Raised by llm-torch's own checks, their message is the whole story.
+USER_ERRORS = (ValueError, TypeError, OSError, TokenizerUnavailableError)
+
+#: Lightning notices that say nothing to an llm-torch user: a deprecation inside Lightning, and
+#: resume warnings about the fixed checkpoint folder that ``--ckpt_path last`` relies on.
+_QUIET_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Checkpoint directory .* exists and is not empty",
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
+)
+
+
+#: Lightning log lines to drop: an advertisement, and a note about llm-torch's own summary.
+_QUIET_INFO = ("litlogger", "Skipping setting a default `ModelSummary`")
+
+
+def _quiet_lightning() -> None:
+    """Filter the known Lightning warnings and its advertising tip (``litlogger``)."""
+    for message in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    notices = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    notices.addFilter(lambda record: not any(text in record.getMessage() for text in _QUIET_INFO))
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The bad-input error behind ``error``, or ``None`` for a real crash.
+
+    Follows the explicit cause chain (jsonargparse wraps a config's ``ValueError`` in its own)
+    to an exception of :data:`USER_ERRORS` raised by llm-torch's code. Errors raised inside
+    torch, Lightning or elsewhere are crashes, and keep their traceback.
+    """
+    package = str(Path(__file__).resolve().parent)
+    current: BaseException | None = error
+    while current is not None:
+        frames = traceback.extract_tb(current.__traceback__)
+        if isinstance(current, USER_ERRORS) and frames and frames[-1].filename.startswith(package):
+            return current
+        current = current.__cause__
+    return None
+
+
 def main() -> None:
-    """Entry point of the ``llm-torch`` console script."""
+    """Entry point of the ``llm-torch`` console script.
+
+    Bad input ends with one ``llm-torch: error: ...`` line and exit status 2, like an unknown
+    option does; anything else raises with its traceback.
+    """
     from llm_torch.commands import run_command
 
-    if not run_command(sys.argv[1:]):
-        cli()
+    _quiet_lightning()
+    try:
+        if not run_command(sys.argv[1:]):
+            cli()
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        print(f"llm-torch: error: {cause}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
