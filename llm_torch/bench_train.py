@@ -14,17 +14,23 @@ the same cached token windows:
 (b) the ``llm-torch fit`` command itself: LightningCLI, ``Trainer``, ``CausalLMModule``,
     ``TextDataModule`` and every callback the CLI adds (logging, progress bar, checkpoints).
 
-Each path runs ``--repeats`` times, alternating; the table shows medians of the timed steps
-(after ``--warmup`` steps) and the ratio (b)/(a) of tokens per second.
+Each path runs ``--repeats`` times, alternating; the table shows the median run and the ratio
+(b)/(a) of tokens per second. A run's figure is its median step time on CPU (robust to other
+load on the machine) and its device-synchronised mean step time on GPU, after ``--warmup``
+steps.
 """
 
 import argparse
 import gc
+import itertools
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -79,19 +85,52 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+class StepClock:
+    """Step end times after warm-up; device-synchronised at the first and the last.
+
+    On a GPU the host runs ahead, so only the synchronised total is the device's time. On a
+    CPU, whose speed varies with whatever else runs, the median step is the robust figure.
+
+    Args:
+        device: Where training runs.
+        warmup: Optimizer steps before the clock starts (compilation, allocator warm-up).
+        steps: Optimizer steps timed.
+    """
+
+    def __init__(self, device: torch.device, warmup: int, steps: int) -> None:
+        self.device = device
+        self.warmup = warmup
+        self.steps = steps
+        self.times: list[float] = []
+
+    def step_done(self, step: int) -> None:
+        """Record the end of optimizer step ``step`` (1-based) if it is timed."""
+        if self.warmup <= step <= self.warmup + self.steps:
+            if step in (self.warmup, self.warmup + self.steps):
+                _sync(self.device)
+            self.times.append(time.perf_counter())
+
+    def seconds_per_step(self) -> float:
+        """The median step on CPU, the synchronised mean on GPU."""
+        if len(self.times) != self.steps + 1:
+            raise RuntimeError(f"timed {len(self.times) - 1} of {self.steps} steps")
+        if self.device.type == "cpu":
+            return statistics.median(b - a for a, b in itertools.pairwise(self.times))
+        return (self.times[-1] - self.times[0]) / self.steps
+
+
 @dataclass
 class Timing:
-    """One timed run: seconds for ``steps`` optimizer steps of ``tokens_per_step`` tokens."""
+    """One timed run: seconds per optimizer step of ``tokens_per_step`` tokens, peak memory."""
 
-    seconds: float
-    steps: int
+    seconds_per_step: float
     tokens_per_step: int
     peak_memory_gib: float | None
 
     @property
     def tokens_per_sec(self) -> float:
         """Training throughput."""
-        return self.steps * self.tokens_per_step / self.seconds
+        return self.tokens_per_step / self.seconds_per_step
 
 
 def _sync(device: torch.device) -> None:
@@ -100,31 +139,17 @@ def _sync(device: torch.device) -> None:
 
 
 class StepTimer(Callback):
-    """Times optimizer steps ``warmup + 1 .. warmup + steps`` of a fit, device-synchronised.
+    """Feeds a :class:`StepClock` from a Lightning fit, at each optimizer-step boundary."""
 
-    Args:
-        warmup: Optimizer steps before the clock starts (compilation, allocator warm-up).
-        steps: Optimizer steps timed.
-    """
-
-    def __init__(self, warmup: int = 10, steps: int = 20) -> None:
-        self.warmup = warmup
-        self.steps = steps
-        self.start: float | None = None
-        self.seconds: float | None = None
+    def __init__(self, clock: StepClock) -> None:
+        self.clock = clock
 
     def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
-        """Start the clock after warm-up, stop it after the timed steps."""
-        step = trainer.global_step
-        if step == self.warmup and self.start is None:
-            _sync(pl_module.device)
-            self.start = time.perf_counter()
-        elif step == self.warmup + self.steps and self.seconds is None:
-            _sync(pl_module.device)
-            assert self.start is not None
-            self.seconds = time.perf_counter() - self.start
+        """Record the step that just finished (none mid-accumulation)."""
+        if (i + 1) % trainer.accumulate_grad_batches == 0:
+            self.clock.step_done(trainer.global_step)
 
 
 def cli_args(options: argparse.Namespace, workdir: Path) -> list[str]:
@@ -153,13 +178,14 @@ def cli_args(options: argparse.Namespace, workdir: Path) -> list[str]:
 
 def run_lightning(options: argparse.Namespace, workdir: Path) -> Timing:
     """Path (b): ``llm-torch fit`` as a user runs it, with a step timer added."""
-    timer = StepTimer(options.warmup, options.steps)
     device = torch.device(options.device)
+    clock = StepClock(device, options.warmup, options.steps)
     _reset_peak_memory(device)
-    run = cli(["fit", *cli_args(options, workdir)], trainer_defaults={"callbacks": [timer]})
-    assert timer.seconds is not None, "the run ended before the timed steps"
+    run = cli(
+        ["fit", *cli_args(options, workdir)], trainer_defaults={"callbacks": [StepTimer(clock)]}
+    )
     tokens = options.batch_size * options.accumulate * run.datamodule.block_size
-    return Timing(timer.seconds, options.steps, tokens, peak_memory_gib(device))
+    return Timing(clock.seconds_per_step(), tokens, peak_memory_gib(device))
 
 
 def run_plain(options: argparse.Namespace, workdir: Path) -> Timing:
@@ -208,14 +234,11 @@ def run_plain(options: argparse.Namespace, workdir: Path) -> Timing:
             inputs, targets = inputs.pin_memory(), targets.pin_memory()
         return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
 
+    clock = StepClock(device, options.warmup, options.steps)
     _reset_peak_memory(device)
     model.train()
     batch = next_batch()
-    start = 0.0
-    for step in range(options.warmup + options.steps):
-        if step == options.warmup:
-            _sync(device)
-            start = time.perf_counter()
+    for step in range(1, options.warmup + options.steps + 1):
         for _ in range(options.accumulate):
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
                 loss = model(batch[0], targets=batch[1]) / options.accumulate
@@ -228,12 +251,11 @@ def run_plain(options: argparse.Namespace, workdir: Path) -> Timing:
         scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if (step + 1) % log_every == 0:
+        if step % log_every == 0:
             loss.item()  # what a loop that prints its loss pays
-    _sync(device)
-    seconds = time.perf_counter() - start
+        clock.step_done(step)
     tokens = options.batch_size * options.accumulate * data.block_size
-    return Timing(seconds, options.steps, tokens, peak_memory_gib(device))
+    return Timing(clock.seconds_per_step(), tokens, peak_memory_gib(device))
 
 
 def _reset_peak_memory(device: torch.device) -> None:
@@ -244,7 +266,7 @@ def _reset_peak_memory(device: torch.device) -> None:
 
 
 def _row(name: str, timings: list[Timing], peak: float | None, flops: int) -> str:
-    seconds = statistics.median(t.seconds / t.steps for t in timings)
+    seconds = statistics.median(t.seconds_per_step for t in timings)
     tokens_per_sec = statistics.median(t.tokens_per_sec for t in timings)
     mfu = f"{tokens_per_sec * flops / peak:.3f}" if peak else "-"
     memory = max((t.peak_memory_gib or 0.0) for t in timings)
@@ -254,9 +276,16 @@ def _row(name: str, timings: list[Timing], peak: float | None, flops: int) -> st
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse options, run both paths ``--repeats`` times each, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+#: The two paths, by the key of ``--path``.
+PATHS: dict[str, tuple[str, Callable[[argparse.Namespace, Path], Timing]]] = {
+    "a": ("(a) plain PyTorch loop", run_plain),
+    "b": ("(b) llm-torch fit", run_lightning),
+}
+_RESULT = "bench_train result: "
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quickstart")
     parser.add_argument("--config", help="a config YAML instead of the preset's")
     parser.add_argument("--device", help="cpu or cuda (default: the preset's)")
@@ -267,29 +296,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help="optimizer steps timed")
     parser.add_argument("--warmup", type=int, help="optimizer steps before timing")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--path", choices=sorted(PATHS), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     preset = PRESETS[options.preset]
     for key in ("device", "batch_size", "accumulate", "precision", "compile", "steps", "warmup"):
         if getattr(options, key) is None:
             setattr(options, key, preset[key])
+    return options
 
-    paths: dict[str, Callable[[argparse.Namespace, Path], Timing]] = {
-        "(a) plain PyTorch loop": run_plain,
-        "(b) llm-torch fit": run_lightning,
-    }
-    results: dict[str, list[Timing]] = {name: [] for name in paths}
-    with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(options.repeats):
-            for name, run in paths.items():
-                results[name].append(run(options, Path(tmp) / f"{repeat}"))
+
+def _run_in_subprocess(argv: list[str], path: str) -> Timing:
+    """One run of one path in a fresh process, so no run inherits another's threads or heap."""
+    command = [sys.executable, "-m", "llm_torch.bench_train", *argv, f"--path={path}"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(_RESULT)]
+    if result.returncode or not lines:
+        sys.exit(f"{PATHS[path][0]} failed:\n{result.stderr[-4000:]}")
+    return Timing(**json.loads(lines[-1].removeprefix(_RESULT)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run both paths ``--repeats`` times each, alternating, and print the table."""
+    argv = sys.argv[1:] if argv is None else argv
+    options = _parse(argv)
+    if options.path:  # a child: one run, reported as one JSON line
+        with tempfile.TemporaryDirectory() as tmp:
+            timing = PATHS[options.path][1](options, Path(tmp))
+        print(_RESULT + json.dumps(asdict(timing)), flush=True)
+        return
+
+    results: dict[str, list[Timing]] = {key: [] for key in PATHS}
+    for _ in range(options.repeats):
+        for key in PATHS:
+            results[key].append(_run_in_subprocess(argv, key))
 
     device = torch.device(options.device)
-    probe = LLMCLI(
-        CausalLMModule,
-        TextDataModule,
-        run=False,
-        args=cli_args(options, Path(tempfile.gettempdir())),
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = LLMCLI(CausalLMModule, TextDataModule, run=False, args=cli_args(options, Path(tmp)))
     assert isinstance(probe.model, CausalLMModule)
     flops = build_model_flops(probe.model, probe.datamodule.block_size)
     peak = peak_flops(device)
@@ -301,9 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("| Path | ms/step | tokens/s | MFU | peak GiB | tokens/s per run |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for label, timings in results.items():
-        print(_row(label, timings, peak, flops))
-    plain, fit = (statistics.median(t.tokens_per_sec for t in results[n]) for n in paths)
+    for key, (label, _) in PATHS.items():
+        print(_row(label, results[key], peak, flops))
+    plain, fit = (statistics.median(t.tokens_per_sec for t in results[key]) for key in PATHS)
     print(f"\nratio (b)/(a): {fit / plain:.3f}")
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins import MixedPrecision
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
@@ -152,6 +153,29 @@ def test_training_reads_device_values_only_on_logged_steps(
     assert len(reads.reads) == 16 and silent == [0] * 12
 
 
+class _Recorder(Logger):
+    """A logger that keeps what it is given: ``{step: {name: value}}``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: dict[int, dict[str, float]] = {}
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        assert step is not None
+        self.steps.setdefault(step, {}).update(metrics)
+
+
 def test_logged_train_loss_is_the_mean_over_the_step_micro_batches(one_thread: None) -> None:
     torch.manual_seed(0)
     module = CausalLMModule(CONFIG, lr=LR, min_lr=LR, warmup_steps=0)
@@ -163,20 +187,23 @@ def test_logged_train_loss_is_the_mean_over_the_step_micro_batches(one_thread: N
             float(F.cross_entropy(initial(x).flatten(0, 1), y.flatten()))
             for x, y in DataLoader(data, batch_size=1)
         ) / len(data)
+    monitor, recorder = TrainingMonitor(peak_flops=1e12), _Recorder()
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
         max_steps=1,
         accumulate_grad_batches=4,
         log_every_n_steps=1,
-        logger=False,
+        logger=recorder,
         enable_checkpointing=False,
         enable_model_summary=False,
-        callbacks=[TrainingMonitor(peak_flops=1e12)],
+        enable_progress_bar=False,
+        callbacks=[monitor],
     )
     trainer.fit(module, DataLoader(data, batch_size=1))
-    metrics = trainer.callback_metrics
-    assert float(metrics["train/loss"]) == pytest.approx(expected, rel=1e-5)
-    assert float(metrics["loss"]) == float(metrics["train/loss"])  # the bar's number
-    assert float(metrics["lr"]) == pytest.approx(LR)
-    assert float(metrics["train/grad_norm"]) == pytest.approx(float(module.grad_norm), rel=1e-6)
+    logged = recorder.steps[0]
+    assert logged["train/loss"] == pytest.approx(expected, rel=1e-5)
+    assert monitor.progress["loss"] == logged["train/loss"]  # the progress bar's number
+    assert logged["lr"] == pytest.approx(LR)
+    assert logged["train/grad_norm"] == pytest.approx(float(module.grad_norm), rel=1e-6)
+    assert logged["perf/peak_memory_gib"] > 0

@@ -27,7 +27,7 @@ class TrainingMonitor(Callback):
     steps nothing is read: each micro-batch's loss is added to a device tensor, and once per
     logged optimizer step (every ``trainer.log_every_n_steps``) the loss and the gradient norm
     are read together, in one transfer. ``train/loss`` is the mean over the step's micro-batches
-    (the same number in TensorBoard and in the progress bar).
+    (the same number in TensorBoard and in :class:`~llm_torch.engine.progress.StepProgressBar`).
 
     Throughput uses the host clock over a sliding window of optimizer steps: the host runs ahead
     of the device by at most a few steps, so over a window the rate is the device's. MFU is model
@@ -50,6 +50,10 @@ class TrainingMonitor(Callback):
         self._loss_sum: Tensor | None = None
         self._lr = 0.0
         self._flops_per_token: dict[int, int] = {}  # by sequence length, computed once each
+        #: The scalars of the last logged step, as written to the loggers.
+        self.logged: dict[str, float] = {}
+        #: What the progress bar shows of them.
+        self.progress: dict[str, float] = {}
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Resolve the peak FLOP/s of this device once."""
@@ -77,19 +81,27 @@ class TrainingMonitor(Callback):
     ) -> None:
         """Count tokens; on logged steps, sum the loss and log once the step is complete."""
         self._tokens += batch[0].numel() * trainer.world_size
-        logged_step = trainer._logger_connector.should_update_logs  # as LearningRateMonitor
+        step_done = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        step = trainer.global_step - 1 if step_done else trainer.global_step  # 0-based, as logged
+        every = int(getattr(trainer, "log_every_n_steps", 1))  # set at run time; 0: never
+        logged_step = every > 0 and (step + 1) % every == 0
         if logged_step and outputs is not None:
             # Lightning returns the loss divided by the accumulation count: the sum is the mean.
             loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
-            return  # mid-accumulation
+        if not step_done:
+            return
         self._history.append((time.perf_counter(), self._tokens))
         if logged_step and self._loss_sum is not None:
-            self._log(trainer, pl_module, batch[0].shape[1])
+            self._log(trainer, pl_module, step, batch[0].shape[1])
 
-    def _log(self, trainer: Trainer, pl_module: LightningModule, seq_len: int) -> None:
-        """Read the step's loss and gradient norm (one transfer) and log every scalar."""
+    def _log(self, trainer: Trainer, pl_module: LightningModule, step: int, seq_len: int) -> None:
+        """Read the step's loss and gradient norm (one transfer) and write every scalar.
+
+        The loggers are written directly, at the step Lightning's own metrics use: going
+        through ``self.log`` would cost a device tensor per value and, for the progress bar,
+        a read back per value.
+        """
         assert self._loss_sum is not None
         grad_norm = getattr(pl_module, "grad_norm", None)
         if grad_norm is None:
@@ -99,12 +111,12 @@ class TrainingMonitor(Callback):
         metrics = {"train/loss": loss, "lr": self._lr}
         if norm == norm:  # not NaN: a gradient norm was measured
             metrics["train/grad_norm"] = norm
-        bar = {"loss": loss}
+        self.progress = {"loss": loss}
         if len(self._history) > 1:
             (start, first), (end, last) = self._history[0], self._history[-1]
             tokens_per_sec = (last - first) / max(end - start, 1e-9)
             metrics["perf/tokens_per_sec"] = tokens_per_sec
-            bar["tok/s"] = tokens_per_sec
+            self.progress["tok/s"] = tokens_per_sec
             if self._peak and isinstance(pl_module, CausalLMModule):
                 if seq_len not in self._flops_per_token:
                     self._flops_per_token[seq_len] = pl_module.net.flops_per_token(seq_len)
@@ -113,9 +125,10 @@ class TrainingMonitor(Callback):
         memory = peak_memory_gib(pl_module.device)
         if memory is not None:
             metrics["perf/peak_memory_gib"] = memory
-            bar["mem GiB"] = memory
-        pl_module.log_dict(metrics, on_step=True, on_epoch=False)
-        pl_module.log_dict(bar, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+            self.progress["mem GiB"] = memory
+        self.logged = metrics
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
 
 
 def peak_memory_gib(device: torch.device) -> float | None:

@@ -2,8 +2,10 @@
 
 from typing import Any
 
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
+
+from llm_torch.engine.monitor import TrainingMonitor
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -49,7 +51,11 @@ class StepProgressBar(TQDMProgressBar):
     def get_metrics(
         self, trainer: Trainer, pl_module: LightningModule
     ) -> dict[str, int | str | float | dict[str, float]]:
-        """The logged progress-bar values, without Lightning's ``v_num``."""
-        metrics = super().get_metrics(trainer, pl_module)
+        """The training monitor's values and the logged ones, without Lightning's ``v_num``."""
+        callbacks: list[Callback] = getattr(trainer, "callbacks", [])
+        monitor = next((cb for cb in callbacks if isinstance(cb, TrainingMonitor)), None)
+        metrics: dict[str, int | str | float | dict[str, float]] = {}
+        metrics.update(monitor.progress if monitor else {})
+        metrics.update(super().get_metrics(trainer, pl_module))
         metrics.pop("v_num", None)
         return metrics
