@@ -2,9 +2,9 @@
 
 ``test_cli``'s every-config test overrides precision and strategy to prove the YAML parses and
 trains. Here only what a CPU cannot honour is replaced (the GPU accelerator, all devices, a
-compile that takes minutes, the model's size, the user's tokenizer file); the precision and the
-clipping are the config's own, so the path that crashed on every GPU config (clipping a fused
-AdamW under bf16-mixed) runs here.
+compile that takes minutes, the model's size, the user's tokenizer file); the precision, the
+strategy and the clipping are the config's own, so the path that crashed on every GPU config
+(clipping a fused AdamW under bf16-mixed) runs here, under FSDP2 where the config says so.
 """
 
 from pathlib import Path
@@ -46,7 +46,7 @@ def test_gpu_config_clips_a_fused_adamw_under_its_own_precision(
     config: Path, tmp_path: Path, corpus: Path, tiny_bpe: Path
 ) -> None:
     args = ["fit", f"--config={config}", *_as_written_on_cpu(config, tmp_path, corpus, tiny_bpe)]
-    run = cli([*args, "--trainer.strategy=auto"])
+    run = cli(args)  # the config's strategy too, on one process: FSDP2 shards over one rank
     trainer, module = run.trainer, run.model
     assert isinstance(module, CausalLMModule)
     assert trainer.precision == "bf16-mixed"
