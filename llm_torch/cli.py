@@ -3,7 +3,8 @@
 ``predict`` continues the prompts of ``--data.prompts_file`` and writes JSON Lines to
 ``--writer.output``.
 
-``generate`` and ``export`` need no YAML; they live in :mod:`llm_torch.commands`.
+``generate`` and ``export`` need no YAML: :func:`main` dispatches them to
+:mod:`llm_torch.generate_export` (see :data:`COMMANDS`), everything else to LightningCLI.
 
 A ``LightningCLI`` over :class:`CausalLMModule` and :class:`TextDataModule`. The defaults that
 every LLM run wants live here rather than in each config: step-based training with periodic
@@ -23,25 +24,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from jsonargparse import set_parsing_settings
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from llm_torch.architectures import DecoderConfig
 from llm_torch.data import TextDataModule
-from llm_torch.engine.callbacks import (
-    GlobalBatchSize,
-    InterruptCheckpoint,
-    JSONLPredictionWriter,
-    TextSampleLogger,
-)
+from llm_torch.engine.batch_size import GlobalBatchSize
 from llm_torch.engine.checkpoint import CheckpointError
+from llm_torch.engine.interrupt import InterruptCheckpoint
 from llm_torch.engine.loggers import TensorBoard
 from llm_torch.engine.module import CausalLMModule
 from llm_torch.engine.monitor import TrainingMonitor
+from llm_torch.engine.predictions import JSONLPredictionWriter
 from llm_torch.engine.progress import StepProgressBar
+from llm_torch.engine.samples import TextSampleLogger
 from llm_torch.engine.summary import ModelSummary
+from llm_torch.generate_export import export_command, generate_command
 from llm_torch.tokenizer.base import TokenizerUnavailableError
+
+# `--model.arch` is any DecoderConfig subclass, named by class_path. Without this, jsonargparse
+# reads a dataclass type as its own fields only, and a union of the architectures re-picks the
+# class on every override (`--model.arch.init_args.n_layer 2` turned a Llama config into GPT's).
+set_parsing_settings(subclasses_enabled=[DecoderConfig])
 
 
 class _Parser(LightningArgumentParser):
@@ -232,17 +239,26 @@ def user_error(error: BaseException) -> BaseException | None:
     return None
 
 
+#: Subcommands that are not Lightning's (fit, validate, test, predict): they need no YAML.
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "generate": generate_command,
+    "export": export_command,
+}
+
+
 def main() -> None:
     """Entry point of the ``llm-torch`` console script.
 
-    Bad input ends with one ``llm-torch: error: ...`` line and exit status 2, like an unknown
-    option does; anything else raises with its traceback.
+    Runs one of :data:`COMMANDS`, or else LightningCLI. Bad input ends with one
+    ``llm-torch: error: ...`` line and exit status 2, like an unknown option does; anything else
+    raises with its traceback.
     """
-    from llm_torch.commands import run_command
-
     _quiet_lightning()
+    argv = sys.argv[1:]
     try:
-        if not run_command(sys.argv[1:]):
+        if argv and argv[0] in COMMANDS:
+            COMMANDS[argv[0]](argv[1:])
+        else:
             cli()
     except Exception as error:
         cause = user_error(error)

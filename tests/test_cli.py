@@ -105,6 +105,7 @@ def test_resumed_run_logs_the_same_losses_as_an_uninterrupted_one(
     assert [resumed[s] for s in range(8)] == [full[s] for s in range(8)]
 
 
+@pytest.mark.slow  # two fits each: interrupted, then resumed
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interruption_leaves_a_resumable_last_checkpoint(
     signum: int, tmp_path: Path, corpus: Path
@@ -236,11 +237,12 @@ def test_bf16_mixed_precision_trains(tmp_path: Path, corpus: Path) -> None:
     assert next(cli.model.parameters()).dtype == torch.float32  # autocast keeps fp32 weights
 
 
+@pytest.mark.slow  # inductor compiles every block and the loss head
 def test_compiled_blocks_train_and_keep_plain_checkpoint_keys(tmp_path: Path, corpus: Path) -> None:
     config = Path(__file__).parents[1] / "configs" / "shakespeare-char.yaml"
     args = [*tiny_args(tmp_path, corpus, steps=2), *tiny_model_args(), "--model.compile=true"]
     cli = main(["fit", f"--config={config}", *args])
-    assert cli.model.net.lm_head.weight is cli.model.net.wte.weight  # tying survives compile
+    assert cli.model.model.lm_head.weight is cli.model.model.wte.weight  # tying survives compile
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert not [key for key in checkpoint["state_dict"] if "_orig_mod" in key]
     assert "model.blocks.0.attn.qkv.weight" in checkpoint["state_dict"]

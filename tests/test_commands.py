@@ -38,9 +38,9 @@ def test_checkpoint_rebuilds_the_trained_model_and_tokenizer(
     assert tokenizer is not None and tokenizer.name == "char"
     assert set(tokenizer.spec["chars"]) == set(corpus.read_text())
     idx = torch.randint(0, tokenizer.vocab_size, (2, 16))
-    module.net.eval()
+    module.model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(idx), module.net(idx), rtol=0, atol=0)
+        torch.testing.assert_close(model(idx), module.model(idx), rtol=0, atol=0)
 
 
 def test_truncated_foreign_and_mismatched_checkpoints_are_refused(
@@ -74,6 +74,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # three CLI subprocesses
 def test_generate_prints_text_from_a_checkpoint(
     trained: tuple[Path, CausalLMModule, Path],
 ) -> None:
@@ -92,6 +93,7 @@ def test_generate_prints_text_from_a_checkpoint(
     assert len(long.stdout.rstrip("\n")) > 64 or "<|endoftext|>" in long.stdout
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_export_loads_in_transformers_with_identical_logits(
     trained: tuple[Path, CausalLMModule, Path], tmp_path: Path
 ) -> None:
@@ -130,7 +132,7 @@ def test_init_from_loads_pretrained_weights(tmp_path: Path) -> None:
     module.configure_model()
     idx = torch.randint(0, 257, (2, 32))
     with torch.no_grad():
-        assert (module.net.eval()(idx) - hf(idx).logits).abs().max().item() < 1e-4
+        assert (module.model.eval()(idx) - hf(idx).logits).abs().max().item() < 1e-4
 
     other = CausalLMModule(
         GPTConfig(**{**arch.__dict__, "n_layer": 2}), init_from=str(tmp_path / "hf")

@@ -29,6 +29,7 @@ def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # a CLI subprocess per case
 @pytest.mark.parametrize(
     ("args", "names"),
     [
@@ -91,7 +92,7 @@ def test_console_counts_optimizer_steps_and_shows_the_logged_loss(
     assert sorted(logged) == [2, 5]  # every 3rd step, 0-based
     assert shown == pytest.approx(logged[5], abs=5e-3)  # the bar rounds to 3 digits
     # The model summary: no column of zero FLOPs, the model's figure instead.
-    flops = get_human_readable_count(run.model.net.flops_per_token())
+    flops = get_human_readable_count(run.model.model.flops_per_token())
     assert re.search(rf"{re.escape(flops)}\s+Training FLOPs per token", caplog.text)
     assert "| FLOPs" not in caplog.text and "Total Flops" not in caplog.text
 

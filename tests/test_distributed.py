@@ -10,6 +10,8 @@ from cli_helpers import REPO, cli_command, tiny_args, write_corpus
 
 CONFIG = REPO / "configs" / "shakespeare-char.yaml"
 
+pytestmark = pytest.mark.slow  # each fit starts two Python processes
+
 
 def fit_two_processes(
     tmp_path: Path, strategy: str, corpus: Path
@@ -23,7 +25,12 @@ def fit_two_processes(
         "--trainer.callbacks+=cli_helpers.SaveFinalWeights",
         f"--trainer.callbacks.dirpath={weights}",
     ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
+    # An in-process fit earlier in the session (test_configs: FSDP2 on one rank) leaves
+    # Lightning's launcher variables behind, and its store listening on MASTER_PORT: inherited,
+    # they would make rank 0 bind a taken port and skip spawning rank 1.
+    launcher = {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK"}
+    env = {k: v for k, v in os.environ.items() if k not in launcher}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO)])
     result = subprocess.run(
         [*cli_command(), "fit", f"--config={CONFIG}", *args],
         cwd=tmp_path,

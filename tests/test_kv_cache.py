@@ -81,7 +81,7 @@ def test_cache_holds_only_kv_heads_in_model_dtype_and_leaves_checkpoints_alone(n
     model.setup_cache(batch_size=3, max_len=20)
     cfg = model.config
     n_kv = cfg.resolved_n_kv_head if isinstance(cfg, LlamaConfig) else cfg.n_head
-    head_dim = cfg.resolved_head_dim if isinstance(cfg, LlamaConfig) else cfg.head_dim
+    head_dim = cfg.resolved_head_dim
     found = caches(model)
     assert len(found) == cfg.n_layer
     for cache in found:

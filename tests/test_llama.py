@@ -114,9 +114,13 @@ def test_initialisation_scheme() -> None:
 def test_tied_and_untied_heads() -> None:
     tied = Llama(LlamaConfig(**{**TINY.__dict__, "tie_embeddings": True}))
     assert tied.lm_head.weight is tied.wte.weight
-    assert "lm_head.weight" not in dict(tied.named_parameters())
     untied = Llama(TINY)
     assert untied.lm_head.weight is not untied.wte.weight
+    # Token 1 is never embedded: its embedding row learns only through a tied head.
+    for model in (tied, untied):
+        model(torch.zeros(1, 4, dtype=torch.long))[..., 1].sum().backward()
+    assert tied.wte.weight.grad is not None and tied.wte.weight.grad[1].abs().sum() > 0
+    assert untied.wte.weight.grad is not None and torch.all(untied.wte.weight.grad[1] == 0)
     assert untied.num_params() - tied.num_params() == 101 * 32
     assert untied.num_params(exclude_embeddings=True) == tied.num_params(exclude_embeddings=True)
 

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 from torch import nn
 
 from llm_torch.architectures import GPT, GPTConfig
@@ -10,20 +11,29 @@ from llm_torch.engine.optim import warmup_cosine, weight_decay_groups
 
 
 def test_only_linear_weight_matrices_are_decayed() -> None:
+    torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16))
     decay, no_decay = weight_decay_groups(model, weight_decay=0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    decayed = {id(p) for p in decay["params"]}  # type: ignore[attr-defined]
-    names = {name for name, p in model.named_parameters() if id(p) in decayed}
-    # Per block: qkv, attention output, MLP in and out projections. Not the tied head/embedding.
-    expected = {
-        f"blocks.{i}.{layer}.weight"
-        for i in range(2)
-        for layer in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
-    }
-    assert names == expected
     everything = decay["params"] + no_decay["params"]  # type: ignore[operator]
     assert len(everything) == len(list(model.parameters()))  # each tensor once, none forgotten
+    # A step of AdamW with zero gradients moves a tensor only by its weight decay:
+    # p <- p * (1 - lr * weight_decay) where decayed, p unchanged elsewhere.
+    optimizer = torch.optim.AdamW([decay, no_decay], lr=0.5)
+    with torch.no_grad():  # no zeros or ones (biases, norms), which would hide a wrong decay
+        for param in model.parameters():
+            param.copy_(torch.randn_like(param))
+            param.grad = torch.zeros_like(param)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.step()
+    # Per block: qkv, attention output, MLP in and out projections. Not the tied head/embedding,
+    # the position table, the norms or the biases.
+    tied = model.wte.weight
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)} - {id(tied)}
+    assert len(linear) == 2 * 4
+    for param, old in zip(model.parameters(), before, strict=True):
+        expected = old * (1 - 0.5 * 0.1) if id(param) in linear else old
+        torch.testing.assert_close(param.detach(), expected, rtol=0, atol=1e-7)
 
 
 def test_frozen_parameters_are_left_out() -> None:

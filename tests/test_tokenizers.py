@@ -105,17 +105,23 @@ def test_larger_encodings_match_tiktoken(name: str) -> None:
 
 
 def test_gpt2_and_r50k_share_one_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    loads: list[str] = []
-
-    def load(name: str) -> tiktoken.Encoding:  # the small test BPE stands in for the file
-        loads.append(name)
+    def only_r50k_cached(name: str) -> tiktoken.Encoding:  # the small test BPE stands in for it
+        if name != "r50k_base":  # e.g. tiktoken's own "gpt2", which reads other files
+            raise OSError(f"{name} is not cached (simulated)")
         return tiny_encoding()
 
+    def offline(name: str) -> tiktoken.Encoding:
+        raise OSError(f"{name}: nothing may be read again (simulated)")
+
     monkeypatch.setattr(bpe, "_ENCODINGS", {})
-    monkeypatch.setattr(tiktoken, "get_encoding", load)
-    gpt2, r50k = TiktokenTokenizer("gpt2"), TiktokenTokenizer("r50k_base")
-    assert loads == ["r50k_base"]  # loaded once, for both names
-    assert gpt2._encoding is r50k._encoding is tiny_encoding()
+    monkeypatch.setattr(tiktoken, "get_encoding", only_r50k_cached)
+    gpt2 = TiktokenTokenizer("gpt2")  # needs only the r50k_base file
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    r50k = TiktokenTokenizer("r50k_base")  # the loaded encoding serves the second name too
+    reference = tiny_encoding()
+    for text in SAMPLES:
+        assert gpt2.encode(text) == r50k.encode(text) == reference.encode_ordinary(text)
+    assert gpt2.eot_id == r50k.eot_id == reference.eot_token
     assert gpt2.spec == {"name": "gpt2"}
     assert r50k.spec == {"name": "r50k_base"}
 
@@ -312,7 +318,8 @@ def test_get_tokenizer_builds_each_kind(monkeypatch: pytest.MonkeyPatch) -> None
     assert isinstance(get_tokenizer("byte"), ByteTokenizer)
     monkeypatch.setitem(bpe._ENCODINGS, "r50k_base", tiny_encoding())  # no file needed
     gpt2 = get_tokenizer({"name": "gpt2"})
-    assert isinstance(gpt2, TiktokenTokenizer) and gpt2._encoding is tiny_encoding()
+    assert isinstance(gpt2, TiktokenTokenizer)
+    assert gpt2.encode("Hello world") == tiny_encoding().encode_ordinary("Hello world")
     assert get_tokenizer({"name": "char", "chars": "ab"}).encode("ba") == [1, 0]
 
 

@@ -2,6 +2,7 @@
 
 import copy
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -75,7 +76,7 @@ def test_fused_adamw_clips_like_a_hand_written_loop(precision: str, one_thread: 
     torch.manual_seed(0)
     module = CausalLMModule(CONFIG, lr=LR, min_lr=LR, warmup_steps=0, weight_decay=0.0, eps=EPS)
     module.configure_model()
-    reference, norms = _reference_run(copy.deepcopy(module.net), _batches(12), precision)
+    reference, norms = _reference_run(copy.deepcopy(module.model), _batches(12), precision)
 
     trainer = _trainer(precision, steps=3, gradient_clip_val=CLIP)
     trainer.fit(module, DataLoader(_batches(12), batch_size=4))
@@ -85,7 +86,7 @@ def test_fused_adamw_clips_like_a_hand_written_loop(precision: str, one_thread: 
     assert module.grad_norm is not None
     assert float(module.grad_norm) == pytest.approx(norms[-1], rel=1e-4)  # before clipping
     for (name, ours), theirs in zip(
-        module.net.named_parameters(), reference.parameters(), strict=True
+        module.model.named_parameters(), reference.parameters(), strict=True
     ):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6, msg=name)
 
@@ -180,7 +181,7 @@ def test_logged_train_loss_is_the_mean_over_the_step_micro_batches(one_thread: N
     torch.manual_seed(0)
     module = CausalLMModule(CONFIG, lr=LR, min_lr=LR, warmup_steps=0)
     module.configure_model()
-    initial = copy.deepcopy(module.net)
+    initial = copy.deepcopy(module.model)
     data = _batches(4)
     with torch.no_grad():
         expected = sum(
@@ -207,3 +208,29 @@ def test_logged_train_loss_is_the_mean_over_the_step_micro_batches(one_thread: N
     assert logged["lr"] == pytest.approx(LR)
     assert logged["train/grad_norm"] == pytest.approx(float(module.grad_norm), rel=1e-6)
     assert logged["perf/peak_memory_gib"] > 0
+
+
+@pytest.mark.slow
+def test_text_sample_at_validation_does_not_recompile_the_training_graph(one_thread: None) -> None:
+    from types import SimpleNamespace
+
+    from torch._dynamo.utils import counters
+
+    from llm_torch.engine.samples import TextSampleLogger
+    from llm_torch.tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer("byte")
+    module = CausalLMModule(replace(CONFIG, vocab_size=tokenizer.vocab_size), compile=True)
+    module.configure_model()
+    inputs, targets = _batches(2)[:]
+    module._loss((inputs % tokenizer.vocab_size, targets % tokenizer.vocab_size)).backward()
+    compiled = counters["frames"]["total"]
+    assert compiled > 0  # the training step did compile
+    trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(tokenizer=tokenizer),
+        sanity_checking=False,
+        is_global_zero=False,
+        loggers=[],
+    )
+    TextSampleLogger(prompt="To be", max_new_tokens=6).on_validation_end(trainer, module)  # type: ignore[arg-type]
+    assert counters["frames"]["total"] == compiled  # one-token decode steps ran eagerly

@@ -3,13 +3,13 @@
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm_torch.components import CausalSelfAttention
+from llm_torch.architectures.config import DecoderConfig
+from llm_torch.components import CausalSelfAttention, LearnedPositionEmbedding
 
 
 def next_token_loss(
@@ -38,14 +38,14 @@ def next_token_loss(
 
 
 class DecoderLM(nn.Module, ABC):
-    """Base of decoder-only language models: forward, loss, position checks, KV caches, FLOPs.
+    """Base of decoder-only language models: forward, loss, init, KV caches, size and FLOPs.
 
-    Subclasses build ``config`` (with ``vocab_size``, ``padded_vocab_size``, ``block_size``,
-    ``n_layer``, ``n_head``), ``wte``, ``blocks``, ``ln_f`` and ``lm_head``, run the embeddings
-    and blocks in :meth:`hidden_states`, and count their parameters.
+    A subclass builds, from its :class:`DecoderConfig`, the modules ``wte``, ``blocks``,
+    ``ln_f`` and ``lm_head`` (plus whatever positions it uses), calls :meth:`init_weights`, and
+    runs the embeddings and blocks in :meth:`hidden_states`. Everything else is shared.
     """
 
-    config: Any
+    config: DecoderConfig
     wte: nn.Embedding
     blocks: nn.ModuleList
     ln_f: nn.Module
@@ -59,9 +59,42 @@ class DecoderLM(nn.Module, ABC):
     def hidden_states(self, idx: Tensor, input_pos: int | None = None) -> Tensor:
         """Embed ``idx`` ``(B, T)`` and run the blocks: the last block's output, before ``ln_f``."""
 
-    @abstractmethod
+    def init_weights(self) -> None:
+        """Initialise as GPT-2 did: N(0, 0.02) matrices, zero biases, identity norms.
+
+        The residual projections are then scaled down (see
+        :meth:`_scale_residual_projections`). A tied head is tied again first: ``to_empty``
+        after meta-device construction unties it. Subclasses add their own tables.
+        """
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear | nn.LayerNorm) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.LayerNorm | nn.RMSNorm) and module.weight is not None:
+                nn.init.ones_(module.weight)
+        self._scale_residual_projections()
+
     def num_params(self, exclude_embeddings: bool = False) -> int:
-        """Count parameters, each shared tensor once (see the subclass for the convention)."""
+        """Count parameters, each shared tensor once.
+
+        Args:
+            exclude_embeddings: Leave out tables whose rows are only looked up: position tables
+                and an untied token embedding. A tied token table stays, since as the LM head it
+                does the output matmul and so counts towards compute (nanoGPT's convention, and
+                that of :meth:`flops_per_token`).
+        """
+        total = sum(p.numel() for p in self.parameters())  # yields a tied tensor once
+        if exclude_embeddings:
+            lookups = (nn.Embedding, LearnedPositionEmbedding)
+            total -= sum(
+                module.weight.numel()
+                for module in self.modules()
+                if isinstance(module, lookups) and module.weight is not self.lm_head.weight
+            )
+        return total
 
     def forward(
         self, idx: Tensor, input_pos: int | None = None, targets: Tensor | None = None
@@ -179,6 +212,5 @@ class DecoderLM(nn.Module, ABC):
         """
         cfg = self.config
         seq_len = cfg.block_size if seq_len is None else seq_len
-        head_dim = self._attention_layers()[0].head_dim
-        attention = 12 * cfg.n_layer * cfg.n_head * head_dim * seq_len
+        attention = 12 * cfg.n_layer * cfg.n_head * cfg.resolved_head_dim * seq_len
         return 6 * self.num_params(exclude_embeddings=True) + attention

@@ -19,10 +19,11 @@ from llm_torch.data.cache import (
     read_meta,
 )
 from llm_torch.data.errors import DataError
-from llm_torch.data.prompts import Prompt, read_prompts
+from llm_torch.data.prompts import read_prompts
 from llm_torch.data.sources import resolve_source
 from llm_torch.data.splits import CorpusSplit
 from llm_torch.data.windows import Batch, TokenFile, TrainBatches, ValWindows
+from llm_torch.generation import Prompt
 from llm_torch.tokenizer import CharTokenizer, Tokenizer, get_tokenizer
 
 

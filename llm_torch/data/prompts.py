@@ -5,9 +5,6 @@ from pathlib import Path
 
 from llm_torch.data.errors import DataError
 
-#: One prompt: its index in the file, its text, its token ids.
-Prompt = tuple[int, str, list[int]]
-
 
 def read_prompts(path: Path) -> list[str]:
     """Read prompts: JSON Lines (``.jsonl``, a ``"prompt"`` field each) or one per text line.

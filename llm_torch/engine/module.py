@@ -1,4 +1,8 @@
-"""``CausalLMModule``: next-token training of any llm-torch architecture with Lightning."""
+"""``CausalLMModule``: next-token training of any llm-torch architecture with Lightning.
+
+Over 300 lines on purpose: it is one ``LightningModule``, whose hooks Lightning calls on one
+object. Each hook is short; most of the length is the Lightning behaviour each one works around.
+"""
 
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -14,11 +18,16 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
 from llm_torch.architectures.gpt import GPTConfig
-from llm_torch.architectures.registry import Model, ModelConfig, build_model, config_to_dict
-from llm_torch.data.prompts import Prompt
+from llm_torch.architectures.registry import (
+    Model,
+    ModelConfig,
+    build_model,
+    config_from_dict,
+    config_to_dict,
+)
 from llm_torch.engine.checkpoint import CHECKPOINT_KEY
 from llm_torch.engine.optim import warmup_cosine, weight_decay_groups
-from llm_torch.generation import generate
+from llm_torch.generation import Prompt, generate
 
 #: Device types with a fused AdamW kernel.
 _FUSED_ADAMW_DEVICES = {"cuda", "cpu", "mps", "xpu"}
@@ -96,7 +105,8 @@ class CausalLMModule(LightningModule):
         self.weight_decay = weight_decay
         self.betas = betas
         self.eps = eps
-        self.compile_blocks = compile
+        # `self.compile` would shadow nn.Module.compile(): the argument's name, kept private.
+        self._compile = compile
         self.init_from = init_from
         self.sampling = sampling or SamplingConfig()
         # Plain data in LightningCLI's own format: checkpoints load with
@@ -118,6 +128,8 @@ class CausalLMModule(LightningModule):
                 "eps": eps,
             }
         )
+        #: The architecture, built by :meth:`configure_model` (``None`` until then). Its
+        #: attribute name is the ``model.`` prefix of every checkpoint's state-dict keys.
         self.model: Model | None = None
         # nan_strategy="disable": the default checks every update for NaNs, a host sync.
         self.val_loss = MeanMetric(nan_strategy="disable")
@@ -128,10 +140,13 @@ class CausalLMModule(LightningModule):
     def configure_model(self) -> None:
         """Build the architecture on the training device (once; Lightning may call this again).
 
-        The model is materialised and initialised on each device before any sharding, so every
+        The model is materialised and initialised whole before any sharding, so every
         architecture's own initialisation (and weight tying) applies unchanged. Under
-        ``ModelParallelStrategy`` each transformer block is then sharded with FSDP2's
-        ``fully_shard``, followed by the root (embeddings, head), torchtitan's order after compile.
+        ``ModelParallelStrategy`` it is built in host memory instead, and each transformer block
+        is then sharded with FSDP2's ``fully_shard``, followed by the root (embeddings, head),
+        torchtitan's order after compile: ``fully_shard`` moves a block to the device as it
+        shards it, so the device never holds more than one whole block, and a model larger
+        than one GPU (but not than host memory) can start.
         """
         if self.model is not None:
             return
@@ -139,11 +154,11 @@ class CausalLMModule(LightningModule):
         if device.type == "cuda":
             # TF32 for the few float32 matmuls autocast leaves (and for 32-true training).
             torch.set_float32_matmul_precision("high")
-        with torch.device(device):
+        with torch.device("cpu" if self.device_mesh is not None else device):
             model = build_model(self.config)
         if self.init_from is not None:
             self._load_pretrained(model, self.init_from)
-        if self.compile_blocks:
+        if self._compile:
             model.compile_for_training()
         if self.device_mesh is not None:
             self._shard(model)
@@ -201,21 +216,20 @@ class CausalLMModule(LightningModule):
             for name, tensor in pretrained.state_dict().items():
                 target[name][: tensor.shape[0]].copy_(tensor)  # padded vocab rows keep their init
 
-    @property
-    def net(self) -> Model:
-        """The architecture, built by :meth:`configure_model`."""
+    def _built_model(self) -> Model:
+        """:attr:`model`, typed as built; raises before :meth:`configure_model` has run."""
         if self.model is None:
             raise RuntimeError("The model is built in configure_model(); call it (or fit) first.")
         return self.model
 
     def forward(self, idx: Tensor) -> Tensor:
         """Next-token logits for token ids ``idx`` of shape ``(B, T)``."""
-        logits: Tensor = self.net(idx)
+        logits: Tensor = self._built_model()(idx)
         return logits
 
     def _loss(self, batch: Batch) -> Tensor:
         inputs, targets = batch
-        loss: Tensor = self.net(inputs, targets=targets)
+        loss: Tensor = self._built_model()(inputs, targets=targets)
         return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -298,11 +312,12 @@ class CausalLMModule(LightningModule):
         prompt in the batch gets as many new tokens as the longest leaves room for.
         """
         tokenizer = getattr(getattr(self._trainer, "datamodule", None), "tokenizer", None)
-        block_size = self.net.config.block_size
+        model = self._built_model()
+        block_size = model.config.block_size
         prompts = [ids[-(block_size - 1) :] for _, _, ids in batch]
         with torch.compiler.set_stance("force_eager"):  # decode shapes would recompile blocks
             outputs = generate(
-                self.net,
+                model,
                 prompts,
                 min(self.sampling.max_new_tokens, block_size - max(map(len, prompts))),
                 temperature=self.sampling.temperature,
@@ -334,7 +349,7 @@ class CausalLMModule(LightningModule):
                 "model.lr_decay_steps (both count optimizer steps)."
             )
         optimizer = torch.optim.AdamW(
-            weight_decay_groups(self.net, self.weight_decay),
+            weight_decay_groups(self._built_model(), self.weight_decay),
             lr=self.lr,
             betas=self.betas,
             eps=self.eps,
@@ -375,6 +390,7 @@ class CausalLMModule(LightningModule):
 
 def _config_differences(saved: dict[str, Any], config: ModelConfig) -> str:
     """List the fields where saved weights' config and ``config`` disagree ("" if compatible)."""
+    saved = config_to_dict(config_from_dict(saved))  # fields saved under former names, renamed
     ours = config_to_dict(config)
     return ", ".join(
         f"{key}: checkpoint {saved.get(key)!r} vs config {ours.get(key)!r}"

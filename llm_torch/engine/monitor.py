@@ -117,9 +117,10 @@ class TrainingMonitor(Callback):
             tokens_per_sec = (last - first) / max(end - start, 1e-9)
             metrics["perf/tokens_per_sec"] = tokens_per_sec
             self.progress["tok/s"] = tokens_per_sec
-            if self._peak and isinstance(pl_module, CausalLMModule):
+            model = pl_module.model if isinstance(pl_module, CausalLMModule) else None
+            if self._peak and model is not None:
                 if seq_len not in self._flops_per_token:
-                    self._flops_per_token[seq_len] = pl_module.net.flops_per_token(seq_len)
+                    self._flops_per_token[seq_len] = model.flops_per_token(seq_len)
                 flops = tokens_per_sec * self._flops_per_token[seq_len]
                 metrics["perf/mfu"] = flops / (self._peak * trainer.world_size)
         memory = peak_memory_gib(pl_module.device)

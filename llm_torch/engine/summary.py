@@ -44,7 +44,8 @@ class ModelSummary(LightningModelSummary):
             *columns,
         )
         table = table.rsplit("\n", 1)[0]  # Lightning's "Total Flops" line
-        if isinstance(pl_module, CausalLMModule):
-            flops = get_human_readable_count(pl_module.net.flops_per_token())
+        model = pl_module.model if isinstance(pl_module, CausalLMModule) else None
+        if model is not None:
+            flops = get_human_readable_count(model.flops_per_token())
             table += f"\n{flops:<10}Training FLOPs per token (forward + backward, at block_size)"
         rank_zero_info("\n" + table)  # Lightning's console logger, as its own summary

@@ -1,292 +1,30 @@
 """Hugging Face ``transformers`` interop: import and export weights with identical outputs.
 
-Each supported family (GPT-2, Llama) is one table: how every llm-torch tensor is made of
-``transformers`` tensors, plus a config translation in each direction. Import and export are the
-same generic loop over that table, so a new family is a new table, not new plumbing.
+Each supported family is one table (:mod:`llm_torch.interop.gpt2`, :mod:`llm_torch.interop.llama`):
+how every llm-torch tensor is made of ``transformers`` tensors, plus a config translation in each
+direction. Import and export here are the same generic loop over that table, so a new family is a
+new table, not new plumbing.
 
 ``transformers`` is an optional dependency (the ``dev`` extra installs it): it is imported inside
 the functions here, never at package import time.
 """
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from llm_torch.architectures.gpt import GPT, GPTConfig
-from llm_torch.architectures.llama import Llama, LlamaConfig
+from llm_torch.architectures.llama import Llama
 from llm_torch.architectures.registry import Model
+from llm_torch.interop.gpt2 import GPT2
+from llm_torch.interop.llama import LLAMA
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
-@dataclass(frozen=True)
-class _Tensor:
-    """One llm-torch tensor and the ``transformers`` tensors it is made of.
-
-    Attributes:
-        ours: llm-torch state-dict name (relative to a block for per-block entries).
-        theirs: ``transformers`` names; several are concatenated along dim 0, as our fused
-            projections are (``qkv`` = q, k, v rows; SwiGLU ``fc`` = gate, up rows).
-        transpose: The ``transformers`` tensor is stored ``(in, out)`` (GPT-2's Conv1D).
-        vocab_rows: Rows are vocabulary entries; export drops llm-torch's padding rows.
-    """
-
-    ours: str
-    theirs: tuple[str, ...]
-    transpose: bool = False
-    vocab_rows: bool = False
-
-
-def _t(ours: str, *theirs: str, transpose: bool = False, vocab_rows: bool = False) -> _Tensor:
-    """Shorthand for a table row."""
-    return _Tensor(ours, theirs, transpose, vocab_rows)
-
-
-@dataclass(frozen=True)
-class _Family:
-    """How one model family maps onto ``transformers``.
-
-    Attributes:
-        model_type: ``config.model_type`` in ``transformers``.
-        hf_class: Name of the ``transformers`` causal-LM class that export builds.
-        hf_config_class: Name of its ``transformers`` config class.
-        top: Tensors outside the blocks.
-        block: Tensors of one block; ``hf_block`` prefixes their ``transformers`` names.
-        hf_block: ``transformers`` prefix of block ``i``, formatted with ``i``.
-        config_from_hf: Translates (and vets) a ``transformers`` config.
-        config_to_hf: Keyword arguments of the ``transformers`` config for our config.
-    """
-
-    model_type: str
-    hf_class: str
-    hf_config_class: str
-    top: tuple[_Tensor, ...]
-    block: tuple[_Tensor, ...]
-    hf_block: str
-    config_from_hf: Callable[[Any], GPTConfig | LlamaConfig]
-    config_to_hf: Callable[[Any], dict[str, Any]]
-
-    def tensors(self, n_layer: int) -> list[_Tensor]:
-        """Every tensor of an ``n_layer`` model, block names expanded."""
-        rows = list(self.top)
-        for i in range(n_layer):
-            prefix = self.hf_block.format(i)
-            rows += [
-                _Tensor(
-                    f"blocks.{i}.{row.ours}",
-                    tuple(prefix + name for name in row.theirs),
-                    row.transpose,
-                    row.vocab_rows,
-                )
-                for row in self.block
-            ]
-        return rows
-
-
-def _refuse(family: str, values: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:
-    """Raise for the first ``key: (value, supported values)`` whose value is not supported."""
-    for key, (value, supported) in values.items():
-        if value not in supported:
-            allowed = " or ".join(f"{key}={option!r}" for option in supported)
-            raise ValueError(
-                f"Cannot import this {family} checkpoint: its config has {key}={value!r}, while "
-                f"llm-torch's implementation supports only {allowed}."
-            )
-
-
-# --- GPT-2 ----------------------------------------------------------------------------------------
-
-
-def _gpt_config_from_hf(hf_config: Any) -> GPTConfig:
-    """Translate a ``transformers.GPT2Config``, refusing variants GPT cannot express."""
-    _refuse(
-        "GPT-2",
-        {
-            "activation_function": (hf_config.activation_function, ("gelu_new",)),
-            "scale_attn_weights": (hf_config.scale_attn_weights, (True,)),
-            "scale_attn_by_inverse_layer_idx": (
-                hf_config.scale_attn_by_inverse_layer_idx,
-                (False,),
-            ),
-            "reorder_and_upcast_attn": (hf_config.reorder_and_upcast_attn, (False,)),
-            "tie_word_embeddings": (getattr(hf_config, "tie_word_embeddings", True), (True,)),
-        },
-    )
-    return GPTConfig(
-        vocab_size=hf_config.vocab_size,
-        block_size=hf_config.n_positions,
-        n_layer=hf_config.n_layer,
-        n_head=hf_config.n_head,
-        n_embd=hf_config.n_embd,
-        mlp_hidden=hf_config.n_inner,
-        dropout=hf_config.resid_pdrop,
-        bias=True,
-        layer_norm_eps=hf_config.layer_norm_epsilon,
-    )
-
-
-def _gpt_config_to_hf(cfg: GPTConfig) -> dict[str, Any]:
-    """``GPT2Config`` arguments for a GPT (``bias=False`` exports as zero biases)."""
-    return {
-        "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.block_size,
-        "n_embd": cfg.n_embd,
-        "n_layer": cfg.n_layer,
-        "n_head": cfg.n_head,
-        "n_inner": cfg.mlp_hidden,
-        "activation_function": "gelu_new",
-        "resid_pdrop": cfg.dropout,
-        "embd_pdrop": cfg.dropout,
-        "attn_pdrop": cfg.dropout,
-        "layer_norm_epsilon": cfg.layer_norm_eps,
-        "tie_word_embeddings": True,
-    }
-
-
-_GPT2 = _Family(
-    model_type="gpt2",
-    hf_class="GPT2LMHeadModel",
-    hf_config_class="GPT2Config",
-    top=(
-        _t("wte.weight", "transformer.wte.weight", vocab_rows=True),
-        _t("wpe.weight", "transformer.wpe.weight"),
-        _t("ln_f.weight", "transformer.ln_f.weight"),
-        _t("ln_f.bias", "transformer.ln_f.bias"),
-        _t("lm_head.weight", "lm_head.weight", vocab_rows=True),
-    ),
-    block=(
-        _t("norm_1.weight", "ln_1.weight"),
-        _t("norm_1.bias", "ln_1.bias"),
-        _t("attn.qkv.weight", "attn.c_attn.weight", transpose=True),
-        _t("attn.qkv.bias", "attn.c_attn.bias"),
-        _t("attn.proj.weight", "attn.c_proj.weight", transpose=True),
-        _t("attn.proj.bias", "attn.c_proj.bias"),
-        _t("norm_2.weight", "ln_2.weight"),
-        _t("norm_2.bias", "ln_2.bias"),
-        _t("mlp.fc.weight", "mlp.c_fc.weight", transpose=True),
-        _t("mlp.fc.bias", "mlp.c_fc.bias"),
-        _t("mlp.proj.weight", "mlp.c_proj.weight", transpose=True),
-        _t("mlp.proj.bias", "mlp.c_proj.bias"),
-    ),
-    hf_block="transformer.h.{}.",
-    config_from_hf=_gpt_config_from_hf,
-    config_to_hf=_gpt_config_to_hf,
-)
-
-
-# --- Llama ----------------------------------------------------------------------------------------
-
-
-def _hf_rope(hf_config: Any) -> dict[str, Any]:
-    """RoPE settings of a ``LlamaConfig``: ``rope_parameters`` (v5) or ``rope_scaling`` (4.x)."""
-    params = getattr(hf_config, "rope_parameters", None)
-    if params is None:  # transformers 4.x
-        params = {"rope_theta": hf_config.rope_theta, **(hf_config.rope_scaling or {})}
-    params = dict(params)
-    params.setdefault("rope_type", params.pop("type", "default"))
-    return params
-
-
-def _llama_config_from_hf(hf_config: Any) -> LlamaConfig:
-    """Translate a ``transformers.LlamaConfig``, refusing variants Llama cannot express."""
-    rope = _hf_rope(hf_config)
-    rope_type = rope["rope_type"]
-    _refuse(
-        "Llama",
-        {
-            "hidden_act": (hf_config.hidden_act, ("silu",)),
-            "attention_bias": (hf_config.attention_bias, (False,)),
-            "mlp_bias": (getattr(hf_config, "mlp_bias", False), (False,)),
-            "rope_type": (rope_type, ("default", "llama3")),
-            "partial_rotary_factor": (rope.get("partial_rotary_factor", 1.0), (1.0,)),
-        },
-    )
-    scaling = None
-    if rope_type == "llama3":
-        scaling = {
-            "rope_type": "llama3",
-            "factor": rope["factor"],
-            "low_freq_factor": rope["low_freq_factor"],
-            "high_freq_factor": rope["high_freq_factor"],
-            "original_max_position_embeddings": rope["original_max_position_embeddings"],
-        }
-    return LlamaConfig(
-        vocab_size=hf_config.vocab_size,
-        block_size=hf_config.max_position_embeddings,
-        n_layer=hf_config.num_hidden_layers,
-        n_head=hf_config.num_attention_heads,
-        n_kv_head=hf_config.num_key_value_heads or hf_config.num_attention_heads,
-        n_embd=hf_config.hidden_size,
-        mlp_hidden=hf_config.intermediate_size,
-        head_dim=getattr(hf_config, "head_dim", None),
-        norm_eps=hf_config.rms_norm_eps,
-        rope_theta=rope["rope_theta"],
-        rope_scaling=scaling,
-        tie_embeddings=hf_config.tie_word_embeddings,
-        # HF has attention dropout only; ours also drops residuals. Both are off in eval.
-        dropout=hf_config.attention_dropout,
-    )
-
-
-def _llama_config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
-    """``transformers.LlamaConfig`` arguments for a Llama (any of ours is expressible)."""
-    return {
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.n_embd,
-        "intermediate_size": cfg.resolved_mlp_hidden,
-        "num_hidden_layers": cfg.n_layer,
-        "num_attention_heads": cfg.n_head,
-        "num_key_value_heads": cfg.resolved_n_kv_head,
-        "head_dim": cfg.resolved_head_dim,
-        "max_position_embeddings": cfg.block_size,
-        "rms_norm_eps": cfg.norm_eps,
-        # Both transformers 4.x and 5.x accept these (5.x folds them into rope_parameters).
-        "rope_theta": cfg.rope_theta,
-        "rope_scaling": dict(cfg.rope_scaling) if cfg.rope_scaling is not None else None,
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "hidden_act": "silu",
-        "attention_bias": False,
-        "mlp_bias": False,
-        "attention_dropout": cfg.dropout,
-    }
-
-
-_LLAMA = _Family(
-    model_type="llama",
-    hf_class="LlamaForCausalLM",
-    hf_config_class="LlamaConfig",
-    top=(
-        _t("wte.weight", "model.embed_tokens.weight", vocab_rows=True),
-        _t("ln_f.weight", "model.norm.weight"),
-        _t("lm_head.weight", "lm_head.weight", vocab_rows=True),
-    ),
-    block=(
-        _t("norm_1.weight", "input_layernorm.weight"),
-        # Same rotate_half convention as transformers: q and k rows need no permutation.
-        _t(
-            "attn.qkv.weight",
-            "self_attn.q_proj.weight",
-            "self_attn.k_proj.weight",
-            "self_attn.v_proj.weight",
-        ),
-        _t("attn.proj.weight", "self_attn.o_proj.weight"),
-        _t("norm_2.weight", "post_attention_layernorm.weight"),
-        _t("mlp.fc.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight"),
-        _t("mlp.proj.weight", "mlp.down_proj.weight"),
-    ),
-    hf_block="model.layers.{}.",
-    config_from_hf=_llama_config_from_hf,
-    config_to_hf=_llama_config_to_hf,
-)
-
-_FAMILIES = {family.model_type: family for family in (_GPT2, _LLAMA)}
-
-
-# --- generic import / export ----------------------------------------------------------------------
+_FAMILIES = {family.model_type: family for family in (GPT2, LLAMA)}
 
 
 def _load_hf_model(model_or_dir: "PreTrainedModel | str | os.PathLike[str]") -> "PreTrainedModel":
@@ -365,10 +103,10 @@ def to_hf(
     import transformers
 
     if isinstance(model, GPT):
-        family = _GPT2
+        family = GPT2
         bos_token_id = eos_token_id if bos_token_id is None else bos_token_id
     elif isinstance(model, Llama):
-        family = _LLAMA
+        family = LLAMA
     else:
         raise TypeError(
             f"to_hf exports GPT and Llama models, not {type(model).__name__} (unwrap compiled or "

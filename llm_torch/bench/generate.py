@@ -1,6 +1,6 @@
 """Generation speed with and without the KV cache, next to ``transformers``' ``generate``.
 
-Run ``python -m llm_torch.bench_generate`` (``--help`` for options). By default it builds a
+Run ``python -m llm_torch.bench.generate`` (``--help`` for options). By default it builds a
 GPT-2-124M-shaped model with random weights, float32 on CPU, and times greedy decoding of 256 new
 tokens after a 32-token prompt, batch 1:
 

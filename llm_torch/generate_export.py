@@ -2,6 +2,10 @@
 
 Both read a checkpoint written by ``llm-torch fit`` (which carries the model config and the
 tokenizer spec); ``generate`` also reads Hugging Face ``save_pretrained`` folders.
+
+:func:`llm_torch.cli.main` is the one entry point: it sends these two subcommands here and the
+rest to LightningCLI. They live in their own module because they share nothing with LightningCLI
+(plain ``argparse``, no Trainer), and :mod:`llm_torch.cli` stays one concern under 300 lines.
 """
 
 import argparse
@@ -141,18 +145,3 @@ def export_command(argv: list[str]) -> None:
     if tokenizer is not None and tokenizer.spec.get("name") == "hf":
         shutil.copy(tokenizer.spec["path"], Path(args.out) / "tokenizer.json")
     print(f"Wrote {args.out}: load it with transformers.AutoModelForCausalLM.from_pretrained.")
-
-
-#: Subcommands that are not Lightning's (fit, validate, test, predict).
-COMMANDS: dict[str, Callable[[list[str]], None]] = {
-    "generate": generate_command,
-    "export": export_command,
-}
-
-
-def run_command(argv: list[str]) -> bool:
-    """Run ``argv`` if it names one of :data:`COMMANDS`; ``False`` leaves it to LightningCLI."""
-    if argv and argv[0] in COMMANDS:
-        COMMANDS[argv[0]](argv[1:])
-        return True
-    return False

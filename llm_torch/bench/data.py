@@ -1,6 +1,6 @@
 """Tokenization throughput and memory of ``prepare_data``'s pipeline, next to raw tiktoken.
 
-Run ``python -m llm_torch.data.bench`` (``--help`` for options). It measures, for the built-in
+Run ``python -m llm_torch.bench.data`` (``--help`` for options). It measures, for the built-in
 corpus and for a synthetic corpus (default 200 MB, written to a temporary folder by repeating the
 plays in shuffled orders, in 10 MB single-document files):
 

@@ -1,0 +1,99 @@
+"""``DecoderConfig``: the shape every decoder-only architecture shares.
+
+An architecture is a subclass that adds its own fields (GPT's biases, Llama's key/value heads and
+RoPE) and checks them in :meth:`DecoderConfig.validate`; naming, presets, vocabulary padding and
+the common checks live here once.
+"""
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+Config = TypeVar("Config", bound="DecoderConfig")
+
+
+@dataclass
+class DecoderConfig:
+    """Everything that determines a decoder-only model's shape and regularisation.
+
+    Optional fields are derived when ``None`` (see the ``resolved_*`` properties), so overriding
+    ``n_embd`` or ``n_head`` of a preset re-derives them.
+
+    Attributes:
+        vocab_size: Number of real tokens (logits have exactly this many columns).
+        block_size: Maximum sequence length.
+        n_layer: Number of transformer blocks.
+        n_head: Number of (query) attention heads.
+        n_embd: Model width.
+        mlp_hidden: Width of the MLP's hidden layer; ``None``: the architecture's rule.
+        head_dim: Width of one attention head; ``None`` means ``n_embd // n_head``.
+        norm_eps: Epsilon of the normalisation layers.
+        tie_embeddings: One tensor for the token embedding and the LM head.
+        dropout: Dropout on embeddings, attention probabilities and residual branches.
+        pad_vocab_size_multiple: Round the embedding table up to a multiple of this (64 speeds up
+            the LM head matmul on GPUs). Padded rows never appear in the returned logits.
+    """
+
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    mlp_hidden: int | None = None
+    head_dim: int | None = None
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    pad_vocab_size_multiple: int = 1
+
+    #: Named shapes for :meth:`from_name`: field overrides of the defaults.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __post_init__(self) -> None:
+        try:
+            self.validate()
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__}.{err}") from None
+
+    def validate(self) -> None:
+        """Raise ``ValueError("field ...")`` for an impossible shape; subclasses add checks."""
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        for name in ("mlp_hidden", "head_dim"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None, got {value}.")
+        if self.head_dim is None and self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}), or set "
+                "head_dim explicitly."
+            )
+        if self.norm_eps <= 0:
+            raise ValueError(f"norm_eps must be positive, got {self.norm_eps}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.pad_vocab_size_multiple <= 0:
+            raise ValueError("pad_vocab_size_multiple must be positive (1: no padding).")
+
+    @classmethod
+    def from_name(cls: type[Config], name: str, **overrides: Any) -> Config:
+        """Build a named preset with field overrides (derived fields re-derive)."""
+        if name not in cls.presets:
+            raise ValueError(
+                f"Unknown {cls.__name__.removesuffix('Config')} preset {name!r}; choose one of "
+                f"{sorted(cls.presets)}."
+            )
+        return cls(**{**copy.deepcopy(cls.presets[name]), **overrides})
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding table: ``vocab_size`` rounded up to the padding multiple."""
+        multiple = self.pad_vocab_size_multiple
+        return math.ceil(self.vocab_size / multiple) * multiple
+
+    @property
+    def resolved_head_dim(self) -> int:
+        """Width of one attention head, ``n_embd // n_head`` when unset."""
+        return self.n_embd // self.n_head if self.head_dim is None else self.head_dim
