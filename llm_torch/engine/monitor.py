@@ -50,9 +50,7 @@ class TrainingMonitor(Callback):
         self._loss_sum: Tensor | None = None
         self._lr = 0.0
         self._flops_per_token: dict[int, int] = {}  # by sequence length, computed once each
-        #: The scalars of the last logged step, as written to the loggers.
-        self.logged: dict[str, float] = {}
-        #: What the progress bar shows of them.
+        #: What the progress bar shows of the last logged step.
         self.progress: dict[str, float] = {}
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -127,7 +125,6 @@ class TrainingMonitor(Callback):
         if memory is not None:
             metrics["perf/peak_memory_gib"] = memory
             self.progress["mem GiB"] = memory
-        self.logged = metrics
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 
