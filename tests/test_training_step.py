@@ -31,21 +31,22 @@ def _batches(n: int, seed: int = 0) -> TensorDataset:
     return TensorDataset(tokens[:, :-1], tokens[:, 1:])
 
 
-def _trainer(precision: str, steps: int, **kwargs: Any) -> Trainer:
+def _trainer(precision: str, steps: int, **overrides: Any) -> Trainer:
+    """A quiet CPU trainer; ``overrides`` replace any of its arguments."""
     # Lightning turns "16-mixed" on CPU into bf16; the plugin keeps fp16 and its GradScaler.
     fp16 = precision == "16-mixed"
-    return Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=steps,
-        precision=None if fp16 else precision,  # type: ignore[arg-type]
-        plugins=[MixedPrecision("16-mixed", "cpu")] if fp16 else None,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
+    arguments: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_steps": steps,
+        "precision": None if fp16 else precision,
+        "plugins": [MixedPrecision("16-mixed", "cpu")] if fp16 else None,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return Trainer(**{**arguments, **overrides})
 
 
 def _reference_run(
@@ -136,16 +137,13 @@ def test_training_reads_device_values_only_on_logged_steps(
     torch.manual_seed(0)
     module = CausalLMModule(CONFIG, warmup_steps=2)
     reads = _ReadsPerBatch(counter)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=8,
+    trainer = _trainer(
+        "32-true",
+        steps=8,
         accumulate_grad_batches=2,
         gradient_clip_val=1.0,
         log_every_n_steps=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
+        enable_progress_bar=True,  # a bar that reads the device would show up here
         callbacks=[TrainingMonitor(peak_flops=1e12), reads],
     )
     trainer.fit(module, DataLoader(_batches(32), batch_size=2))
@@ -189,16 +187,12 @@ def test_logged_train_loss_is_the_mean_over_the_step_micro_batches(one_thread: N
             for x, y in DataLoader(data, batch_size=1)
         ) / len(data)
     monitor, recorder = TrainingMonitor(peak_flops=1e12), _Recorder()
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=1,
+    trainer = _trainer(
+        "32-true",
+        steps=1,
         accumulate_grad_batches=4,
         log_every_n_steps=1,
         logger=recorder,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
         callbacks=[monitor],
     )
     trainer.fit(module, DataLoader(data, batch_size=1))
