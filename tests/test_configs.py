@@ -19,6 +19,7 @@ from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from llm_torch.cli import LLMCLI, cli
 from llm_torch.data import TextDataModule
 from llm_torch.engine.module import CausalLMModule
+from llm_torch.engine.optim import OptimizerChain
 
 GPU_CONFIGS = [
     c for c in CONFIGS if yaml.safe_load(c.read_text())["trainer"]["accelerator"] == "gpu"
@@ -53,6 +54,8 @@ def test_gpu_config_clips_a_fused_adamw_under_its_own_precision(
     assert isinstance(trainer.precision_plugin, MixedPrecision)
     assert trainer.gradient_clip_val == 1.0
     optimizer = trainer.optimizers[0]
+    if isinstance(optimizer, OptimizerChain):  # Muon on the matrices, AdamW on the rest
+        optimizer = optimizer.optimizers[-1]
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
     assert trainer.global_step == 2  # both steps went through clipping
     assert module.grad_norm is not None and torch.isfinite(module.grad_norm)
@@ -71,3 +74,12 @@ def test_gpu_config_strategy_is_ddp_or_fsdp_on_several_devices(
         assert isinstance(strategy, DDPStrategy)  # one device would get no wrapper at all
     else:
         assert isinstance(strategy, ModelParallelStrategy)
+
+
+def test_muon_under_fsdp2_is_refused_with_the_fix(
+    tmp_path: Path, corpus: Path, tiny_bpe: Path
+) -> None:
+    config = CONFIGS[0].parent / "gpt2-medium.yaml"  # FSDP2 as written
+    args = [*_as_written_on_cpu(config, tmp_path, corpus, tiny_bpe), "--model.optimizer.name=muon"]
+    with pytest.raises(ValueError, match=r"muon needs whole weight matrices.*strategy: ddp"):
+        cli(["fit", f"--config={config}", *args])

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # each fit starts two Python processes
 
 
 def fit_two_processes(
-    tmp_path: Path, strategy: str, corpus: Path
+    tmp_path: Path, strategy: str, corpus: Path, *extra: str
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Train 3 steps on 2 CPU processes; return each rank's final (gathered) weights."""
     weights = tmp_path / "weights"
@@ -24,6 +24,7 @@ def fit_two_processes(
         f"--trainer.strategy={strategy}",
         "--trainer.callbacks+=cli_helpers.SaveFinalWeights",
         f"--trainer.callbacks.dirpath={weights}",
+        *extra,
     ]
     # An in-process fit earlier in the session (test_configs: FSDP2 on one rank) leaves
     # Lightning's launcher variables behind, and its store listening on MASTER_PORT: inherited,
@@ -62,6 +63,17 @@ def test_ddp_ranks_end_with_identical_weights(
     assert rank0.keys() == rank1.keys()
     for name in rank0:
         torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0, msg=name)
+
+
+def test_ddp_with_muon_keeps_ranks_identical_and_trains_differently_from_adamw(
+    tmp_path: Path, corpus: Path, ddp_weights: dict[str, dict[str, torch.Tensor]]
+) -> None:
+    muon = fit_two_processes(tmp_path, "ddp", corpus, "--model.optimizer.name=muon")
+    for name, tensor in muon["rank0"].items():
+        # Newton-Schulz on the all-reduced gradient is the same computation on every rank.
+        torch.testing.assert_close(muon["rank1"][name], tensor, rtol=0, atol=0, msg=name)
+    qkv = "model.blocks.0.attn.qkv.weight"
+    assert not torch.allclose(muon["rank0"][qkv], ddp_weights["rank0"][qkv])
 
 
 def test_fsdp2_on_cpu_trains_like_ddp(

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from llm_torch.architectures import DecoderConfig, DecoderLM, registry
-from llm_torch.components import GELUMLP, CausalSelfAttention, TransformerBlock
+from llm_torch.components import MLP, CausalSelfAttention, TransformerBlock
 from llm_torch.generation import generate
 
 # --- The whole architecture ---------------------------------------------------------------------
@@ -41,7 +41,7 @@ class Tiny(DecoderLM):
         self.blocks = nn.ModuleList(
             TransformerBlock(
                 attn=CausalSelfAttention(config.n_embd, config.n_head, bias=False),
-                mlp=GELUMLP(config.n_embd, 4 * config.n_embd, bias=False),
+                mlp=MLP(config.n_embd, 4 * config.n_embd, bias=False),
                 norm_1=nn.RMSNorm(config.n_embd, eps=config.norm_eps),
                 norm_2=nn.RMSNorm(config.n_embd, eps=config.norm_eps),
             )

@@ -7,15 +7,15 @@ import torch
 from torch import nn
 
 from llm_torch.architectures import GPT, GPTConfig
-from llm_torch.engine.optim import warmup_cosine, weight_decay_groups
+from llm_torch.engine.optim import OptimizerConfig, adamw_groups, warmup_cosine
 
 
 def test_only_linear_weight_matrices_are_decayed() -> None:
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16))
-    decay, no_decay = weight_decay_groups(model, weight_decay=0.1)
+    decay, no_decay = adamw_groups(model, OptimizerConfig(), lr=0.5, weight_decay=0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    everything = decay["params"] + no_decay["params"]  # type: ignore[operator]
+    everything = decay["params"] + no_decay["params"]
     assert len(everything) == len(list(model.parameters()))  # each tensor once, none forgotten
     # A step of AdamW with zero gradients moves a tensor only by its weight decay:
     # p <- p * (1 - lr * weight_decay) where decayed, p unchanged elsewhere.
@@ -39,7 +39,7 @@ def test_only_linear_weight_matrices_are_decayed() -> None:
 def test_frozen_parameters_are_left_out() -> None:
     model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
     model[0].weight.requires_grad_(False)
-    decay, no_decay = weight_decay_groups(model, weight_decay=0.1)
+    decay, no_decay = adamw_groups(model, OptimizerConfig(), lr=0.5, weight_decay=0.1)
     assert decay["params"] == [model[1].weight]
     assert no_decay["params"] == [model[0].bias, model[1].bias]
 

@@ -12,8 +12,18 @@ from llm_torch.architectures.config import DecoderConfig
 from llm_torch.components import CausalSelfAttention, LearnedPositionEmbedding
 
 
+def capped_logits(logits: Tensor, softcap: float | None) -> Tensor:
+    """``softcap * tanh(logits / softcap)``, or ``logits`` unchanged when ``softcap`` is None."""
+    return logits if softcap is None else softcap * torch.tanh(logits / softcap)
+
+
 def next_token_loss(
-    hidden: Tensor, norm: nn.Module, head: nn.Linear, targets: Tensor, vocab_size: int
+    hidden: Tensor,
+    norm: nn.Module,
+    head: nn.Linear,
+    targets: Tensor,
+    vocab_size: int,
+    softcap: float | None = None,
 ) -> Tensor:
     """Mean cross-entropy of the final norm and LM head's logits against ``targets``.
 
@@ -29,8 +39,9 @@ def next_token_loss(
         head: The LM head, ``padded_vocab_size`` outputs.
         targets: Next-token ids ``(B, T)``.
         vocab_size: Real vocabulary size; columns from here on are padding.
+        softcap: Logit soft-capping (see :func:`capped_logits`), applied in float32.
     """
-    logits = head(norm(hidden)).float()
+    logits = capped_logits(head(norm(hidden)).float(), softcap)
     if logits.size(-1) != vocab_size:
         padding = torch.arange(logits.size(-1), device=logits.device) >= vocab_size
         logits = logits.masked_fill(padding, float("-inf"))
@@ -51,8 +62,8 @@ class DecoderLM(nn.Module, ABC):
     ln_f: nn.Module
     lm_head: nn.Linear
     #: The loss head; :meth:`compile_for_training` swaps in a compiled version.
-    _loss_fn: Callable[[Tensor, nn.Module, nn.Linear, Tensor, int], Tensor] = staticmethod(
-        next_token_loss
+    _loss_fn: Callable[[Tensor, nn.Module, nn.Linear, Tensor, int, float | None], Tensor] = (
+        staticmethod(next_token_loss)
     )
 
     @abstractmethod
@@ -118,7 +129,10 @@ class DecoderLM(nn.Module, ABC):
         self._check_positions(idx.size(1), input_pos)
         x = self.hidden_states(idx, input_pos)
         if targets is not None:
-            return self._loss_fn(x, self.ln_f, self.lm_head, targets, self.config.vocab_size)
+            cfg = self.config
+            return self._loss_fn(
+                x, self.ln_f, self.lm_head, targets, cfg.vocab_size, cfg.logit_softcap
+            )
         return self._logits(x)
 
     def compile_for_training(self) -> None:
@@ -161,8 +175,8 @@ class DecoderLM(nn.Module, ABC):
         )
 
     def _logits(self, x: Tensor) -> Tensor:
-        """Final norm and LM head; padded vocabulary columns are dropped."""
-        logits: Tensor = self.lm_head(self.ln_f(x))
+        """Final norm, LM head and soft-capping; padded vocabulary columns are dropped."""
+        logits = capped_logits(self.lm_head(self.ln_f(x)), self.config.logit_softcap)
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., : self.config.vocab_size]
         return logits

@@ -33,6 +33,14 @@ class DecoderConfig:
         dropout: Dropout on embeddings, attention probabilities and residual branches.
         pad_vocab_size_multiple: Round the embedding table up to a multiple of this (64 speeds up
             the LM head matmul on GPUs). Padded rows never appear in the returned logits.
+        rope_theta: RoPE base, for architectures with rotary positions (larger is slower).
+        mlp_activation: The MLP's activation, one of the architecture's
+            :attr:`mlp_activations` (``relu2``: ReLU squared, the speedrun recipe's); ``None``:
+            the architecture's own, the first of them.
+        qk_norm: RMS-normalise queries and keys per head before attention (see
+            :class:`~llm_torch.components.CausalSelfAttention`).
+        logit_softcap: ``None``, or ``c`` to squash logits to ``c * tanh(logits / c)`` (Gemma 2,
+            modded-nanogpt), which keeps early training from over-confident predictions.
     """
 
     vocab_size: int = 50257
@@ -46,9 +54,15 @@ class DecoderConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     pad_vocab_size_multiple: int = 1
+    rope_theta: float = 10000.0
+    mlp_activation: str | None = None
+    qk_norm: bool = False
+    logit_softcap: float | None = None
 
     #: Named shapes for :meth:`from_name`: field overrides of the defaults.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Values of ``mlp_activation`` the architecture builds, its own first.
+    mlp_activations: ClassVar[tuple[str, ...]] = ("gelu", "relu2")
 
     def __post_init__(self) -> None:
         try:
@@ -76,6 +90,17 @@ class DecoderConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
         if self.pad_vocab_size_multiple <= 0:
             raise ValueError("pad_vocab_size_multiple must be positive (1: no padding).")
+        if self.rope_theta <= 0:
+            raise ValueError(f"rope_theta must be positive, got {self.rope_theta}.")
+        if self.mlp_activation is not None and self.mlp_activation not in self.mlp_activations:
+            raise ValueError(
+                f"mlp_activation must be one of {list(self.mlp_activations)}, got "
+                f"{self.mlp_activation!r}."
+            )
+        if self.logit_softcap is not None and self.logit_softcap <= 0:
+            raise ValueError(
+                f"logit_softcap must be positive or None (no capping), got {self.logit_softcap}."
+            )
 
     @classmethod
     def from_name(cls: type[Config], name: str, **overrides: Any) -> Config:
@@ -92,6 +117,11 @@ class DecoderConfig:
         """Rows of the embedding table: ``vocab_size`` rounded up to the padding multiple."""
         multiple = self.pad_vocab_size_multiple
         return math.ceil(self.vocab_size / multiple) * multiple
+
+    @property
+    def resolved_mlp_activation(self) -> str:
+        """The MLP's activation, the architecture's own when unset."""
+        return self.mlp_activations[0] if self.mlp_activation is None else self.mlp_activation
 
     @property
     def resolved_head_dim(self) -> int:

@@ -1,12 +1,14 @@
 """GPT-2, assembled from the shared components.
 
-The model computes what OpenAI's GPT-2 (and ``transformers.GPT2LMHeadModel``) computes: learned
-absolute positions, pre-LayerNorm blocks with GELU MLPs, a final LayerNorm and an LM head tied to
-the token embedding.
+By default the model computes what OpenAI's GPT-2 (and ``transformers.GPT2LMHeadModel``)
+computes: learned absolute positions, pre-LayerNorm blocks with GELU MLPs, a final LayerNorm and
+an LM head tied to the token embedding. Options from the speedrun recipe (rotary positions,
+QK-norm, ReLU^2, untied embeddings, logit soft-capping) change that, one config field each.
 """
 
 import warnings
 from dataclasses import InitVar, dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -14,9 +16,10 @@ from torch import Tensor, nn
 from llm_torch.architectures.base import DecoderLM
 from llm_torch.architectures.config import DecoderConfig
 from llm_torch.components import (
-    GELUMLP,
+    MLP,
     CausalSelfAttention,
     LearnedPositionEmbedding,
+    RotaryEmbedding,
     TransformerBlock,
 )
 
@@ -31,18 +34,21 @@ GPT_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class GPTConfig(DecoderConfig):
-    """GPT-2's shape: the :class:`DecoderConfig` fields, plus biases.
+    """GPT-2's shape: the :class:`DecoderConfig` fields, plus biases and the position scheme.
 
-    ``mlp_hidden`` defaults to ``4 * n_embd``.
+    ``mlp_hidden`` defaults to ``4 * n_embd``; ``mlp_activation`` is ``gelu`` or ``relu2``.
 
     Attributes:
         bias: Biases in linear layers and LayerNorms (GPT-2: ``True``; ``False`` is a little
             faster and, per nanoGPT, no worse).
+        positions: ``learned`` (GPT-2's table of absolute positions) or ``rope`` (rotary
+            positions on queries and keys, base ``rope_theta``, and no table).
         layer_norm_eps: The former name of ``norm_eps``, still accepted (with a warning) so
             configs and checkpoints written before the rename keep working.
     """
 
     bias: bool = True
+    positions: str = "learned"
     layer_norm_eps: InitVar[float | None] = None
 
     presets: ClassVar[dict[str, dict[str, Any]]] = GPT_PRESETS
@@ -58,6 +64,17 @@ class GPTConfig(DecoderConfig):
             )
             self.norm_eps = layer_norm_eps
         super().__post_init__()
+
+    def validate(self) -> None:
+        """The shared checks, then the position scheme."""
+        super().validate()
+        if self.positions not in ("learned", "rope"):
+            raise ValueError(f"positions must be 'learned' or 'rope', got {self.positions!r}.")
+        if self.positions == "rope" and self.resolved_head_dim % 2:
+            raise ValueError(
+                f"head_dim: rotary positions need an even head dimension, got "
+                f"{self.resolved_head_dim}."
+            )
 
     @property
     def resolved_mlp_hidden(self) -> int:
@@ -78,7 +95,14 @@ class GPT(DecoderLM):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
-        self.wpe = LearnedPositionEmbedding(config.block_size, config.n_embd)
+        self.wpe: LearnedPositionEmbedding | None = None
+        self.rope: RotaryEmbedding | None = None
+        if config.positions == "rope":
+            self.rope = RotaryEmbedding(
+                config.resolved_head_dim, config.block_size, config.rope_theta
+            )
+        else:
+            self.wpe = LearnedPositionEmbedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
 
         def norm() -> nn.LayerNorm:
@@ -92,8 +116,16 @@ class GPT(DecoderLM):
                     head_dim=config.resolved_head_dim,
                     bias=config.bias,
                     dropout=config.dropout,
+                    qk_norm=config.qk_norm,
+                    norm_eps=config.norm_eps,
                 ),
-                mlp=GELUMLP(config.n_embd, config.resolved_mlp_hidden, config.bias, config.dropout),
+                mlp=MLP(
+                    config.n_embd,
+                    config.resolved_mlp_hidden,
+                    config.bias,
+                    config.dropout,
+                    config.resolved_mlp_activation,
+                ),
                 norm_1=norm(),
                 norm_2=norm(),
             )
@@ -104,13 +136,25 @@ class GPT(DecoderLM):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """GPT-2's initialisation (see :meth:`DecoderLM.init_weights`), positions N(0, 0.02)."""
+        """GPT-2's initialisation (see :meth:`DecoderLM.init_weights`), positions N(0, 0.02).
+
+        Rotary tables are rebuilt instead: ``to_empty`` leaves buffers uninitialised.
+        """
         super().init_weights()
-        nn.init.normal_(self.wpe.weight, mean=0.0, std=0.02)
+        if self.wpe is not None:
+            nn.init.normal_(self.wpe.weight, mean=0.0, std=0.02)
+        if self.rope is not None:
+            self.rope.reset_buffers()
 
     def hidden_states(self, idx: Tensor, input_pos: int | None = None) -> Tensor:
-        """Token plus position embeddings, then the blocks (see :meth:`DecoderLM.forward`)."""
-        x = self.drop(self.wte(idx) + self.wpe(idx.size(1), input_pos or 0))
+        """Token (plus position) embeddings, then the blocks (see :meth:`DecoderLM.forward`)."""
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(idx.size(1), input_pos or 0)
+        x = self.drop(x)
+        rope = None
+        if self.rope is not None:
+            rope = self.rope if input_pos is None else partial(self.rope, offset=input_pos)
         for block in self.blocks:
-            x = block(x, input_pos=input_pos)
+            x = block(x, rope, input_pos)
         return x

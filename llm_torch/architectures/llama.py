@@ -15,7 +15,13 @@ from torch import Tensor, nn
 
 from llm_torch.architectures.base import DecoderLM
 from llm_torch.architectures.config import DecoderConfig
-from llm_torch.components import CausalSelfAttention, RotaryEmbedding, SwiGLUMLP, TransformerBlock
+from llm_torch.components import (
+    MLP,
+    CausalSelfAttention,
+    RotaryEmbedding,
+    SwiGLUMLP,
+    TransformerBlock,
+)
 from llm_torch.components.rope import validate_rope_scaling
 
 #: Named shapes. ``llama-nano`` is for CPU experiments (its vocabulary is set by the data); the
@@ -70,13 +76,14 @@ LLAMA_PRESETS: dict[str, dict[str, Any]] = {
 class LlamaConfig(DecoderConfig):
     """Llama's shape: the :class:`DecoderConfig` fields, plus key/value heads and RoPE.
 
-    ``mlp_hidden`` defaults to Meta's rule, ``8 * n_embd / 3`` rounded up to a multiple of 256;
-    the embeddings are untied unless ``tie_embeddings`` (Llama 3.2 ties them).
+    ``mlp_hidden`` defaults to Meta's rule, ``8 * n_embd / 3`` rounded up to a multiple of 256
+    (``4 * n_embd`` for the ungated ``relu2`` MLP); the embeddings are untied unless
+    ``tie_embeddings`` (Llama 3.2 ties them). ``mlp_activation`` is ``swiglu`` (Llama's gated
+    MLP) or ``relu2``.
 
     Attributes:
         n_kv_head: Number of key/value heads (``n_head``: MHA, fewer: GQA, 1: MQA); ``None``
             means ``n_head``.
-        rope_theta: RoPE base.
         rope_scaling: ``None`` or Llama 3.1 scaling, ``{"rope_type": "llama3", "factor",
             "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}``.
     """
@@ -85,10 +92,10 @@ class LlamaConfig(DecoderConfig):
     block_size: int = 2048
     tie_embeddings: bool = False
     n_kv_head: int | None = None
-    rope_theta: float = 10000.0
     rope_scaling: dict[str, Any] | None = None
 
     presets: ClassVar[dict[str, dict[str, Any]]] = LLAMA_PRESETS
+    mlp_activations: ClassVar[tuple[str, ...]] = ("swiglu", "relu2")
 
     def validate(self) -> None:
         """The shared checks, then grouped-query heads and RoPE."""
@@ -105,8 +112,6 @@ class LlamaConfig(DecoderConfig):
                 f"head_dim: the head dimension ({self.resolved_head_dim}) must be even: RoPE "
                 "rotates pairs of dimensions."
             )
-        if self.rope_theta <= 0:
-            raise ValueError(f"rope_theta must be positive, got {self.rope_theta}.")
         validate_rope_scaling(self.rope_scaling)
 
     @property
@@ -116,9 +121,11 @@ class LlamaConfig(DecoderConfig):
 
     @property
     def resolved_mlp_hidden(self) -> int:
-        """SwiGLU hidden width; Meta's rule (``8/3 * n_embd``, multiple of 256) when unset."""
+        """MLP hidden width: Meta's rule for SwiGLU (``8/3 * n_embd``, multiple of 256) if unset."""
         if self.mlp_hidden is not None:
             return self.mlp_hidden
+        if self.resolved_mlp_activation != "swiglu":
+            return 4 * self.n_embd
         return 256 * math.ceil(int(8 * self.n_embd / 3) / 256)
 
 
@@ -150,8 +157,10 @@ class Llama(DecoderLM):
                     head_dim=head_dim,
                     bias=False,
                     dropout=config.dropout,
+                    qk_norm=config.qk_norm,
+                    norm_eps=config.norm_eps,
                 ),
-                mlp=SwiGLUMLP(config.n_embd, config.resolved_mlp_hidden, dropout=config.dropout),
+                mlp=self._mlp(config),
                 norm_1=nn.RMSNorm(config.n_embd, eps=config.norm_eps),
                 norm_2=nn.RMSNorm(config.n_embd, eps=config.norm_eps),
             )
@@ -161,6 +170,14 @@ class Llama(DecoderLM):
         self.ln_f = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.init_weights()
+
+    @staticmethod
+    def _mlp(config: LlamaConfig) -> nn.Module:
+        hidden = config.resolved_mlp_hidden
+        activation = config.resolved_mlp_activation
+        if activation == "swiglu":
+            return SwiGLUMLP(config.n_embd, hidden, dropout=config.dropout)
+        return MLP(config.n_embd, hidden, False, config.dropout, activation)
 
     def init_weights(self) -> None:
         """GPT-2's initialisation (see :meth:`DecoderLM.init_weights`), and the RoPE tables.

@@ -47,7 +47,7 @@ from llm_torch.data import TextDataModule
 from llm_torch.engine.flops import peak_flops
 from llm_torch.engine.module import CausalLMModule
 from llm_torch.engine.monitor import peak_memory_gib
-from llm_torch.engine.optim import warmup_cosine, weight_decay_groups
+from llm_torch.engine.optim import build_optimizer, warmup_cosine
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -204,9 +204,11 @@ def run_plain(options: argparse.Namespace, workdir: Path) -> Timing:
         model = build_model(module.config)
     if options.compile:
         model.compile_for_training()
-    optimizer = torch.optim.AdamW(
-        weight_decay_groups(model, module.weight_decay),
+    optimizer = build_optimizer(  # AdamW, or Muon chained with AdamW, as configured
+        model,
+        module.optimizer_config,
         lr=module.lr,
+        weight_decay=module.weight_decay,
         betas=module.betas,
         eps=module.eps,
         fused=True,

@@ -9,11 +9,11 @@ from llm_torch.components.attention import CausalSelfAttention, PositionalHook
 from llm_torch.components.block import TransformerBlock
 from llm_torch.components.embedding import LearnedPositionEmbedding
 from llm_torch.components.kv_cache import KVCache
-from llm_torch.components.mlp import GELUMLP, SwiGLUMLP
+from llm_torch.components.mlp import MLP, SwiGLUMLP
 from llm_torch.components.rope import RotaryEmbedding, apply_rotary, rope_tables, rotate_half
 
 __all__ = [
-    "GELUMLP",
+    "MLP",
     "CausalSelfAttention",
     "KVCache",
     "LearnedPositionEmbedding",

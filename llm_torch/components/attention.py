@@ -37,6 +37,10 @@ class CausalSelfAttention(nn.Module):
         head_dim: Width of one head; ``None`` means ``n_embd // n_head``.
         bias: Whether the projections have biases (GPT-2: yes, Llama: no).
         dropout: Dropout on attention probabilities and on the output, active in training only.
+        qk_norm: RMS-normalise each query and key head before positions are applied (OLMo 2,
+            Qwen 3, modded-nanogpt): attention logits stay bounded, which tolerates higher
+            learning rates.
+        norm_eps: Epsilon of the QK norms.
     """
 
     def __init__(
@@ -47,6 +51,8 @@ class CausalSelfAttention(nn.Module):
         head_dim: int | None = None,
         bias: bool = True,
         dropout: float = 0.0,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         n_kv_head = n_head if n_kv_head is None else n_kv_head
@@ -66,6 +72,8 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(n_embd, (n_head + 2 * n_kv_head) * head_dim, bias=bias)
         self.proj = nn.Linear(n_head * head_dim, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
+        self.q_norm = nn.RMSNorm(head_dim, eps=norm_eps) if qk_norm else None
+        self.k_norm = nn.RMSNorm(head_dim, eps=norm_eps) if qk_norm else None
         self.kv_cache: KVCache | None = None
 
     def forward(
@@ -84,6 +92,8 @@ class CausalSelfAttention(nn.Module):
             RuntimeError: If ``input_pos`` is given but no cache is set up.
         """
         q, k, v = self.project_qkv(x)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if positional is not None:
             q, k = positional(q, k)
         is_causal, mask = True, None

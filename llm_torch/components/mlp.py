@@ -1,26 +1,52 @@
-"""Position-wise feed-forward networks: GPT-2's GELU MLP and Llama's SwiGLU."""
+"""Position-wise feed-forward networks: GPT-2's MLP (GELU or ReLU^2) and Llama's SwiGLU."""
+
+from collections.abc import Callable
+from functools import partial
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class GELUMLP(nn.Module):
-    """GPT-2's feed-forward network: expand, GELU (tanh approximation), project back, dropout.
+def relu_squared(x: Tensor) -> Tensor:
+    """``relu(x) ** 2``: the speedrun MLP activation (Primer, So et al. 2021; modded-nanogpt)."""
+    return F.relu(x).square()
 
-    GPT-2 was trained with the tanh approximation of GELU (``gelu_new`` in ``transformers``);
-    using the exact erf form would drift from pretrained weights.
+
+#: Activations of :class:`MLP` by config name. ``gelu`` is the tanh approximation GPT-2 was
+#: trained with (``gelu_new`` in ``transformers``): the exact erf form would drift from
+#: pretrained weights.
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": partial(F.gelu, approximate="tanh"),
+    "relu2": relu_squared,
+}
+
+
+class MLP(nn.Module):
+    """GPT-2's feed-forward network: expand, activation, project back, dropout.
 
     Args:
         n_embd: Model width.
         hidden: Width of the hidden layer (GPT-2: ``4 * n_embd``).
         bias: Whether both projections have biases.
         dropout: Dropout on the output, active in training only.
+        activation: A name in :data:`ACTIVATIONS`.
     """
 
-    def __init__(self, n_embd: int, hidden: int, bias: bool = True, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_embd: int,
+        hidden: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+    ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"Unknown MLP activation {activation!r}; use one of {list(ACTIVATIONS)}."
+            )
         self.fc = nn.Linear(n_embd, hidden, bias=bias)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = ACTIVATIONS[activation]
         self.proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 

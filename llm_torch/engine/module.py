@@ -26,7 +26,7 @@ from llm_torch.architectures.registry import (
     config_to_dict,
 )
 from llm_torch.engine.checkpoint import CHECKPOINT_KEY
-from llm_torch.engine.optim import warmup_cosine, weight_decay_groups
+from llm_torch.engine.optim import OptimizerConfig, build_optimizer, warmup_cosine
 from llm_torch.generation import Prompt, generate
 
 #: Device types with a fused AdamW kernel.
@@ -67,6 +67,9 @@ class CausalLMModule(LightningModule):
         weight_decay: AdamW decay on weight matrices (not biases, norms or embeddings).
         betas: AdamW betas.
         eps: AdamW epsilon.
+        optimizer: AdamW alone (the default), or Muon on the hidden matrices with AdamW on the
+            rest, and per-role learning rates and decay; see
+            :class:`~llm_torch.engine.optim.OptimizerConfig`.
         compile: ``torch.compile`` each transformer block and the loss head (off by default:
             CPU compiles are slow to start and rarely pay off).
         sampling: Generation settings of ``llm-torch predict``.
@@ -86,6 +89,7 @@ class CausalLMModule(LightningModule):
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
+        optimizer: OptimizerConfig | None = None,
         compile: bool = False,
         init_from: str | None = None,
         sampling: SamplingConfig | None = None,
@@ -105,6 +109,7 @@ class CausalLMModule(LightningModule):
         self.weight_decay = weight_decay
         self.betas = betas
         self.eps = eps
+        self.optimizer_config = optimizer or OptimizerConfig()
         # `self.compile` would shadow nn.Module.compile(): the argument's name, kept private.
         self._compile = compile
         self.init_from = init_from
@@ -126,6 +131,7 @@ class CausalLMModule(LightningModule):
                 "weight_decay": weight_decay,
                 "betas": list(betas),
                 "eps": eps,
+                "optimizer": asdict(self.optimizer_config),
             }
         )
         #: The architecture, built by :meth:`configure_model` (``None`` until then). Its
@@ -337,10 +343,11 @@ class CausalLMModule(LightningModule):
         self.log_dict({f"{stage}/loss": loss, f"{stage}/ppl": loss.exp()}, prog_bar=True)
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        """AdamW (fused) with warmup + cosine decay, stepped per optimizer step.
+        """AdamW (fused), or Muon and AdamW, with warmup + cosine decay per optimizer step.
 
-        The fused kernel updates every parameter in one launch per dtype on GPU, and is also
-        the fastest on CPU (5x a foreach step for the quickstart model).
+        The fused AdamW kernel updates every parameter in one launch per dtype on GPU, and is
+        also the fastest on CPU (5x a foreach step for the quickstart model). The schedule
+        scales every group's own peak learning rate by the same factor.
         """
         decay_steps = self.lr_decay_steps or self.trainer.max_steps
         if decay_steps is None or decay_steps <= 0:
@@ -348,9 +355,17 @@ class CausalLMModule(LightningModule):
                 "The learning-rate schedule needs a length: set trainer.max_steps or "
                 "model.lr_decay_steps (both count optimizer steps)."
             )
-        optimizer = torch.optim.AdamW(
-            weight_decay_groups(self._built_model(), self.weight_decay),
+        if self.optimizer_config.name == "muon" and self.device_mesh is not None:
+            raise ValueError(
+                "model.optimizer.name: muon needs whole weight matrices (Newton-Schulz "
+                "orthogonalises each one), and FSDP2 shards them across ranks. Train Muon with "
+                "strategy: ddp (or auto on one device), or use model.optimizer.name: adamw."
+            )
+        optimizer = build_optimizer(
+            self._built_model(),
+            self.optimizer_config,
             lr=self.lr,
+            weight_decay=self.weight_decay,
             betas=self.betas,
             eps=self.eps,
             fused=self.device.type in _FUSED_ADAMW_DEVICES,

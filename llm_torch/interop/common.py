@@ -86,3 +86,24 @@ def refuse(family: str, values: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:
                 f"Cannot import this {family} checkpoint: its config has {key}={value!r}, while "
                 f"llm-torch's implementation supports only {allowed}."
             )
+
+
+def refuse_export(family: str, values: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:
+    """Raise for the first ``key: (value, exportable values)`` that ``transformers`` lacks."""
+    for key, (value, supported) in values.items():
+        if value not in supported:
+            allowed = " or ".join(f"{key}={option!r}" for option in supported)
+            raise ValueError(
+                f"Cannot export this model to transformers' {family}: it was built with "
+                f"{key}={value!r}, which that model class cannot express (it needs {allowed}). "
+                "Keep the llm-torch checkpoint, or train with that option off to export."
+            )
+
+
+def recipe_options(cfg: GPTConfig | LlamaConfig, activation: str) -> dict[str, Any]:
+    """The speedrun-recipe fields no ``transformers`` class here computes, for refuse_export."""
+    return {
+        "qk_norm": (cfg.qk_norm, (False,)),
+        "mlp_activation": (cfg.resolved_mlp_activation, (activation,)),
+        "logit_softcap": (cfg.logit_softcap, (None,)),
+    }

@@ -3,7 +3,7 @@
 from typing import Any
 
 from llm_torch.architectures.gpt import GPTConfig
-from llm_torch.interop.common import Family, refuse, t
+from llm_torch.interop.common import Family, recipe_options, refuse, refuse_export, t
 
 
 def _gpt_config_from_hf(hf_config: Any) -> GPTConfig:
@@ -35,7 +35,19 @@ def _gpt_config_from_hf(hf_config: Any) -> GPTConfig:
 
 
 def _gpt_config_to_hf(cfg: GPTConfig) -> dict[str, Any]:
-    """``GPT2Config`` arguments for a GPT (``bias=False`` exports as zero biases)."""
+    """``GPT2Config`` arguments for a GPT (``bias=False`` exports as zero biases).
+
+    Raises:
+        ValueError: For options ``GPT2LMHeadModel`` lacks (rotary positions, QK-norm, ...).
+    """
+    refuse_export(
+        "GPT-2",
+        {
+            **recipe_options(cfg, "gelu"),
+            "positions": (cfg.positions, ("learned",)),
+            "tie_embeddings": (cfg.tie_embeddings, (True,)),
+        },
+    )
     return {
         "vocab_size": cfg.vocab_size,
         "n_positions": cfg.block_size,

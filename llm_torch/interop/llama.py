@@ -3,7 +3,7 @@
 from typing import Any
 
 from llm_torch.architectures.llama import LlamaConfig
-from llm_torch.interop.common import Family, refuse, t
+from llm_torch.interop.common import Family, recipe_options, refuse, refuse_export, t
 
 
 def _hf_rope(hf_config: Any) -> dict[str, Any]:
@@ -58,7 +58,12 @@ def _llama_config_from_hf(hf_config: Any) -> LlamaConfig:
 
 
 def _llama_config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
-    """``transformers.LlamaConfig`` arguments for a Llama (any of ours is expressible)."""
+    """``transformers.LlamaConfig`` arguments for a Llama.
+
+    Raises:
+        ValueError: For options ``LlamaForCausalLM`` lacks (QK-norm, ReLU^2, soft-capping).
+    """
+    refuse_export("Llama", recipe_options(cfg, "swiglu"))
     return {
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.n_embd,
