@@ -1,6 +1,7 @@
 """Shared helpers for the data tests: small corpora and an independent reference encoder."""
 
 import importlib.util
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,5 +114,12 @@ def documents(source: str) -> list[str]:
 
 
 def read_tokens(folder: Path, part: str, dtype: str = "uint16") -> list[int]:
-    """The tokens of a cache folder's ``train``/``val`` file as a list."""
-    return np.fromfile(folder / f"{part}.bin", dtype=dtype).tolist()
+    """The tokens of a cache folder's ``train``/``val`` shards, in order, as one list.
+
+    Reads the files listed in ``meta.json`` with plain numpy, skipping llm.c's 1024-byte header.
+    """
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["dtype"] == dtype
+    names = [name for name, _ in meta["shards"][part]]
+    parts = [np.fromfile(folder / name, dtype=dtype, offset=1024) for name in names]
+    return np.concatenate(parts).tolist() if parts else []

@@ -18,7 +18,7 @@ from data_helpers import (
     write,
 )
 
-from llm_torch.data import DataError, TextDataModule, cache
+from llm_torch.data import DataError, TextDataModule, cache, encode
 from llm_torch.data.cache import build_cache, cache_folder
 from llm_torch.data.sources import resolve_source
 from llm_torch.data.splits import CorpusSplit
@@ -123,7 +123,7 @@ def test_second_prepare_rewrites_nothing_and_does_not_tokenize(
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cache was hit: nothing should be tokenized")
 
-    monkeypatch.setattr(cache, "_tokenize", fail)
+    monkeypatch.setattr(encode, "encode_to_shards", fail)
     data = module(source, tmp_path / "cache")
     data.prepare_data()
     data.setup("fit")
@@ -152,20 +152,22 @@ def test_crash_mid_prepare_leaves_no_cache_and_next_prepare_succeeds(
 ) -> None:
     for i in range(6):
         write(tmp_path, f"src/{i}.txt", words_text(300, seed=i))
-    data = module(tmp_path / "src", tmp_path / "cache")
+    data = module(tmp_path / "src", tmp_path / "cache", num_proc=1)
     calls = []
-    encode = data.tokenizer.encode_to_numpy  # type: ignore[attr-defined]
+    encode_text = data.tokenizer.encode_to_numpy  # type: ignore[attr-defined]
 
     def crash_on_fourth(text: str) -> np.ndarray:
         calls.append(text)
         if len(calls) == 4:
             raise RuntimeError("simulated crash")
-        return encode(text)
+        return encode_text(text)
 
     monkeypatch.setattr(data.tokenizer, "encode_to_numpy", crash_on_fourth)
     with pytest.raises(RuntimeError, match="simulated crash"):
         data.prepare_data()
-    assert list((tmp_path / "cache").iterdir()) == []  # neither a cache nor a temporary folder
+    # No folder that reads as a cache: only the hidden partial folder (kept for resuming).
+    assert not data.cache_path.exists()
+    assert all(p.name.startswith(".") for p in (tmp_path / "cache").iterdir())
     monkeypatch.undo()
     data.prepare_data()
     meta = json.loads((data.cache_path / "meta.json").read_text())
@@ -175,6 +177,7 @@ def test_crash_mid_prepare_leaves_no_cache_and_next_prepare_succeeds(
         read_tokens(data.cache_path, "train") == train
         and read_tokens(data.cache_path, "val") == val
     )
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [data.cache_path.name]
 
 
 def test_crash_before_rename_and_stale_temporary_folders_are_never_read(
@@ -213,7 +216,7 @@ def test_folder_without_meta_is_rejected_not_used(tmp_path: Path) -> None:
     ("change", "problem"),
     [
         ({"tokenizer": {"name": "gpt2"}}, r"it was written by tokenizer \{'name': 'gpt2'\}"),
-        ({"format_version": 0}, r"it was written in cache format version 0 .* reads format 1"),
+        ({"format_version": 0}, r"it was written in cache format version 0 .* reads format 2"),
         ({"identity": {}}, r"it was written from another source"),
     ],
 )
@@ -230,9 +233,10 @@ def test_meta_mismatch_is_rejected(tmp_path: Path, change: dict, problem: str) -
 def test_truncated_token_file_is_rejected(tmp_path: Path) -> None:
     data = module(write(tmp_path, "a.txt", words_text(400)), tmp_path / "cache")
     data.prepare_data()
-    train = data.cache_path / "train.bin"
+    train = data.cache_path / "train_000000.bin"
     os.truncate(train, train.stat().st_size - 2)
-    with pytest.raises(DataError, match=r"train.bin holds \d+ bytes .* truncated or corrupt"):
+    problem = r"shard train_000000.bin is bad .*header says \d+ uint16 tokens.* truncated"
+    with pytest.raises(DataError, match=problem):
         data.setup("fit")
 
 

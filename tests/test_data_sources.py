@@ -50,13 +50,13 @@ def test_missing_path_names_the_path_and_fix(tmp_path: Path) -> None:
 
 def test_glob_matching_nothing(tmp_path: Path) -> None:
     write(tmp_path, "a.csv", "x")
-    with pytest.raises(DataError, match=r"glob .* matches no \.txt/\.md/\.jsonl files"):
+    with pytest.raises(DataError, match=r"glob .* matches no \.txt/\.md/\.jsonl/\.parquet files"):
         resolve_source(str(tmp_path / "*.txt"))
 
 
 def test_folder_without_text_files(tmp_path: Path) -> None:
     write(tmp_path, "a.csv", "x")
-    with pytest.raises(DataError, match=r"contains no \.txt/\.md/\.jsonl files"):
+    with pytest.raises(DataError, match=r"contains no \.txt/\.md/\.jsonl/\.parquet files"):
         resolve_source(str(tmp_path))
 
 

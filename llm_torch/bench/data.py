@@ -1,21 +1,34 @@
-"""Tokenization throughput and memory of ``prepare_data``'s pipeline, next to raw tiktoken.
+"""Tokenization throughput, scaling and memory of ``prepare_data``'s pipeline, next to tiktoken.
 
 Run ``python -m llm_torch.bench.data`` (``--help`` for options). It measures, for the built-in
-corpus and for a synthetic corpus (default 200 MB, written to a temporary folder by repeating the
-plays in shuffled orders, in 10 MB single-document files):
+corpus and for synthetic corpora (default 200 MB, written to a temporary folder by repeating the
+plays in shuffled orders): a ``.txt`` case (10 MB single-document files) and a Parquet case
+(FineWeb-like rows of about 4 kB, 1,000 rows per row group, 100 MB files):
 
-- the full pipeline (``cache.build_cache``: read, decode, cut, tokenize in threads, write), with
-  GPT-2 and byte tokenizers;
-- tiktoken's own ``encode_ordinary_batch`` on the same text, cut naively into pieces of the same
-  size, timing only the encode calls (the text is already in memory, one document at a time):
-  the speed to aim for.
+- the full pipeline (``cache.build_cache``: read, decode, cut, tokenize in ``--num_proc``
+  processes, write shards), with the GPT-2 tokenizer, once per ``--num_proc`` value, and the
+  speed-up over one process;
+- tiktoken's own ``encode_ordinary_batch`` on one thread, on the same text cut naively into
+  pieces of the same size, timing only the encode calls: one core's speed to aim for.
 
 Each measurement runs in a fresh process, so its peak resident memory (Linux's ``VmHWM``, else
 ``getrusage``'s ``ru_maxrss``) is its own; "RSS base" is that process's peak after imports (torch
-and Lightning), before any work. Flat memory means the peak does not grow with the corpus size.
+and Lightning), before any work, and "RSS workers" the largest peak of its tokenizer processes.
+Flat memory means the peaks do not grow with the corpus size: ``--synthetic-mb 1000`` checks the
+1.5 GB bound on a 1 GB corpus (``--tmp`` picks where it is written; it is deleted afterwards).
+
+The profile columns give the parent's seconds spent reading and cutting text (``read``), waiting
+for the workers (``wait``) and writing shards (``write``). The parent is the only serial part, so
+tokenization scales linearly with processes until the workers together outrun it. "parent alone"
+times that serial part by itself (text to batches, the pickling both ways, shard writes, with
+tokenization replaced by a zero array); "parent feeds" divides its rate by one worker's.
+
+Over 300 lines on purpose: the synthetic corpora, the measurements and the table are the
+benchmark, read together.
 """
 
 import argparse
+import pickle
 import random
 import resource
 import tempfile
@@ -26,7 +39,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from llm_torch.data import shakespeare
+import numpy as np
+
+from llm_torch.data import encode, shakespeare
 from llm_torch.data.cache import available_cpus, build_cache, cache_folder
 from llm_torch.data.sources import resolve_source
 from llm_torch.data.splits import MAX_PIECE_CHARS, CorpusSplit
@@ -35,6 +50,12 @@ from llm_torch.tokenizer.bpe import TIKTOKEN_ENCODINGS, load_encoding
 
 FILE_BYTES = 10 * 2**20
 """Size of each synthetic file (one document each, so documents are far larger than a piece)."""
+
+DOC_BYTES = 4000
+"""Typical size of a synthetic Parquet row (FineWeb's documents are a few kB)."""
+
+PARQUET_ROWS = 25_000
+"""Rows per synthetic Parquet file (about 100 MB)."""
 
 
 def _peak_rss_mb() -> float:
@@ -72,15 +93,49 @@ def write_synthetic_corpus(folder: Path, megabytes: int, seed: int = 0) -> Path:
     return folder
 
 
-def measure_pipeline(source: str, tokenizer_name: str, threads: int) -> dict[str, Any]:
-    """Prepares a cache in a temporary folder; returns size, tokens, seconds and memory."""
+def write_synthetic_parquet(folder: Path, megabytes: int, seed: int = 0) -> Path:
+    """Writes about ``megabytes`` MB of play text as Parquet rows of about ``DOC_BYTES`` each."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plays = [shakespeare.read_play(path) for path in shakespeare.play_paths()]
+    rng = random.Random(seed)
+    written = index = 0
+    rows: list[str] = []
+    while written < megabytes * 10**6:
+        for play in rng.sample(plays, len(plays)):
+            for start in range(0, len(play), DOC_BYTES):
+                rows.append(play[start : start + DOC_BYTES])
+                written += len(rows[-1].encode("utf-8"))
+                if len(rows) == PARQUET_ROWS or written >= megabytes * 10**6:
+                    table = pa.table({"text": rows})
+                    path = folder / f"part-{index:04d}.parquet"
+                    # No dictionary: the repeated plays would shrink to a dictionary that real
+                    # corpora (FineWeb) never have.
+                    pq.write_table(table, path, row_group_size=1000, use_dictionary=False)
+                    rows, index = [], index + 1
+                if written >= megabytes * 10**6:
+                    return folder
+    return folder
+
+
+def _children_peak_rss_mb() -> float:
+    """Largest peak resident memory of this process's finished children, in MiB."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def measure_pipeline(source: str, tokenizer_name: str, num_proc: int) -> dict[str, Any]:
+    """Prepares a cache in a temporary folder; returns size, tokens, seconds, memory, profile."""
     base = _peak_rss_mb()
     tokenizer = get_tokenizer(tokenizer_name)
     split = CorpusSplit(resolve_source(source), None, 0.1)
+    profile: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         folder = cache_folder(Path(tmp), split, tokenizer.spec)  # hashes the source
-        meta = build_cache(folder, split, tokenizer, threads=threads, progress=False)
+        meta = build_cache(
+            folder, split, tokenizer, num_proc=num_proc, progress=False, profile=profile
+        )
         seconds = time.perf_counter() - start
     return {
         "bytes": meta["train_bytes"] + meta["val_bytes"],
@@ -88,14 +143,54 @@ def measure_pipeline(source: str, tokenizer_name: str, threads: int) -> dict[str
         "seconds": seconds,
         "rss_base": base,
         "rss_peak": _peak_rss_mb(),
+        "rss_workers": _children_peak_rss_mb(),
+        **profile,
+    }
+
+
+def measure_parent(source: str, tokenizer_name: str, num_proc: int) -> dict[str, Any]:
+    """Times the parent's serial work alone: the part that does not scale with processes.
+
+    It reads and cuts the text into batches, pickles each batch as the pool would, unpickles a
+    token array of the size a worker returns and writes shards. Tokenization is replaced by a
+    zero array of one token per 3.3 bytes (GPT-2 on English), so this is the rate that
+    ``num_proc`` workers can be fed at: the pipeline scales linearly until the workers together
+    tokenize this fast.
+    """
+    base = _peak_rss_mb()
+    split = CorpusSplit(resolve_source(source), None, 0.1)
+    _ = split.identity, split.total_bytes  # hashing and sizing happen once, before tokenizing
+    counts = {"train_bytes": 0, "val_bytes": 0}
+    size = tokens = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = encode.ShardWriter(Path(tmp), "train", np.dtype(np.uint16), 10**8, [])
+        start = time.perf_counter()
+        for batch in encode.batches(split.pieces(), 0, counts):
+            pickle.loads(pickle.dumps((batch.texts, batch.eots), pickle.HIGHEST_PROTOCOL))
+            array = np.zeros(int(batch.nbytes / 3.3), dtype=np.uint16)
+            writer.write(pickle.loads(pickle.dumps(array, pickle.HIGHEST_PROTOCOL)))
+            size += batch.nbytes
+            tokens += len(array)
+        writer.close()
+        seconds = time.perf_counter() - start
+    return {
+        "bytes": size,
+        "tokens": tokens,
+        "seconds": seconds,
+        "rss_base": base,
+        "rss_peak": _peak_rss_mb(),
+        "rss_workers": 0.0,
     }
 
 
 def _raw_batches(source: str, batch_pieces: int) -> Iterator[list[str]]:
     """The corpus cut naively into pieces of ``MAX_PIECE_CHARS``, ``batch_pieces`` at a time."""
     batch: list[str] = []
-    for chunks in resolve_source(source).documents():
-        text = "".join(chunks)
+    size = 0
+    for text in resolve_source(source).texts():
+        size += len(text)
+        if size > 50 * 10**6:
+            break
         for start in range(0, len(text), MAX_PIECE_CHARS):
             batch.append(text[start : start + MAX_PIECE_CHARS])
             if len(batch) == batch_pieces:
@@ -106,7 +201,10 @@ def _raw_batches(source: str, batch_pieces: int) -> Iterator[list[str]]:
 
 
 def measure_tiktoken(source: str, tokenizer_name: str, threads: int) -> dict[str, Any]:
-    """Times tiktoken's ``encode_ordinary_batch`` alone on the same text (no I/O, no writes)."""
+    """Times tiktoken's ``encode_ordinary_batch`` alone on the same text (no I/O, no writes).
+
+    Only the first 50 MB: enough for a steady speed.
+    """
     base = _peak_rss_mb()
     encoding = load_encoding(TIKTOKEN_ENCODINGS[tokenizer_name])
     seconds = 0.0
@@ -123,7 +221,33 @@ def measure_tiktoken(source: str, tokenizer_name: str, threads: int) -> dict[str
         "seconds": seconds,
         "rss_base": base,
         "rss_peak": _peak_rss_mb(),
+        "rss_workers": 0.0,
     }
+
+
+def _control_job(text: str) -> float:
+    """Seconds to encode ``text`` with GPT-2 in this process (a fixed amount of CPU work)."""
+    encoding = load_encoding(TIKTOKEN_ENCODINGS["gpt2"])
+    start = time.perf_counter()
+    encoding.encode_ordinary(text)
+    return time.perf_counter() - start
+
+
+def measure_capacity(copies: int) -> float:
+    """How much faster ``copies`` concurrent copies of one job run than one copy, right now.
+
+    The ceiling of any ``num_proc=copies`` speed-up at that moment: below ``copies`` when other
+    work shares the CPUs, which makes speed-ups measured on a busy machine comparable.
+    """
+    plays = [shakespeare.read_play(path) for path in shakespeare.play_paths()]
+    text = "".join(plays)[: 3 * 10**6]
+    with get_context("fork").Pool(copies) as pool:
+        pool.map(_control_job, [text[:1000]] * copies)  # start and warm the workers
+        alone = pool.apply(_control_job, (text,))
+        start = time.perf_counter()
+        pool.map(_control_job, [text] * copies, chunksize=1)
+        together = time.perf_counter() - start
+    return copies * alone / together
 
 
 def _in_fresh_process(
@@ -135,14 +259,19 @@ def _in_fresh_process(
 
 
 def _row(name: str, what: str, result: dict[str, Any], reference: float | None) -> str:
-    """One table row: size, tokens, time, MB/s, tokens/s, memory and speed relative to tiktoken."""
-    mb_per_s = result["bytes"] / result["seconds"] / 1e6
+    """One table row: size, tokens, time, speeds, memory, speed-up and the parent's profile."""
     tokens_per_s = result["tokens"] / result["seconds"] / 1e6
-    ratio = f"{reference / mb_per_s:6.2f}x" if reference else "      -"
+    ratio = f"{tokens_per_s / reference:6.2f}x" if reference else "      -"
+    profile = "-"
+    if "read" in result:
+        profile = (
+            f"read {result['read']:.1f}, wait {result['wait']:.1f}, write {result['write']:.2f}"
+        )
     return (
-        f"{name:<14} {what:<22} {result['bytes'] / 1e6:8.1f} {result['tokens'] / 1e6:8.2f} "
-        f"{result['seconds']:7.2f} {mb_per_s:7.2f} {tokens_per_s:7.2f} "
-        f"{result['rss_base']:8.0f} {result['rss_peak']:8.0f} {ratio}"
+        f"{name:<16} {what:<24} {result['bytes'] / 1e6:8.1f} {result['tokens'] / 1e6:8.2f} "
+        f"{result['seconds']:8.2f} {result['bytes'] / result['seconds'] / 1e6:7.2f} "
+        f"{tokens_per_s:7.3f} {result['rss_base']:8.0f} {result['rss_peak']:8.0f} "
+        f"{result['rss_workers']:8.0f} {ratio}  {profile}"
     )
 
 
@@ -150,24 +279,70 @@ def main(argv: list[str] | None = None) -> None:
     """Parses options, runs every measurement and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--synthetic-mb", type=int, default=200, help="synthetic corpus size")
-    parser.add_argument("--threads", type=int, default=available_cpus(), help="tokenizer threads")
-    args = parser.parse_args(argv)
-    print(f"threads: {args.threads}, piece size: {MAX_PIECE_CHARS} characters")
-    header = (
-        f"{'corpus':<14} {'measured':<22} {'MB':>8} {'Mtokens':>8} {'seconds':>7} {'MB/s':>7} "
-        f"{'Mtok/s':>7} {'RSS base':>8} {'RSS peak':>8} {'time vs tiktoken':>7}"
+    parser.add_argument(
+        "--num_proc",
+        type=int,
+        nargs="+",
+        default=sorted({1, available_cpus()}),
+        help="tokenizer process counts to measure (default: 1 and all CPUs)",
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        synthetic = str(write_synthetic_corpus(Path(tmp), args.synthetic_mb))
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=("shakespeare", "txt", "parquet"),
+        default=["shakespeare", "txt", "parquet"],
+        help="corpora to measure",
+    )
+    parser.add_argument("--tokenizer", default="gpt2", help="tokenizer of the pipeline")
+    parser.add_argument("--tmp", default=None, help="folder for the synthetic corpora")
+    args = parser.parse_args(argv)
+    print(f"CPUs: {available_cpus()}, piece size: {MAX_PIECE_CHARS} characters")
+    header = (
+        f"{'corpus':<16} {'measured':<24} {'MB':>8} {'Mtokens':>8} {'seconds':>8} {'MB/s':>7} "
+        f"{'Mtok/s':>7} {'RSS base':>8} {'RSS peak':>8} {'RSS wrk':>8} {'speed-up':>7}  profile"
+    )
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        corpora = []
+        if "shakespeare" in args.cases:
+            corpora.append(("shakespeare", "shakespeare"))
+        if "txt" in args.cases:
+            folder = Path(tmp) / "txt"
+            folder.mkdir()
+            corpora.append(
+                (
+                    f"{args.synthetic_mb}MB .txt",
+                    str(write_synthetic_corpus(folder, args.synthetic_mb)),
+                )
+            )
+        if "parquet" in args.cases:
+            folder = Path(tmp) / "parquet"
+            folder.mkdir()
+            write_synthetic_parquet(folder, args.synthetic_mb)
+            corpora.append((f"{args.synthetic_mb}MB .parquet", str(folder)))
         print(header)
-        for name, source in (("shakespeare", "shakespeare"), (f"{args.synthetic_mb}MB", synthetic)):
-            raw = _in_fresh_process(measure_tiktoken, source, "gpt2", args.threads)
-            raw_speed = raw["bytes"] / raw["seconds"] / 1e6
-            print(_row(name, "tiktoken batch (gpt2)", raw, None), flush=True)
-            for tokenizer in ("gpt2", "byte"):
-                result = _in_fresh_process(measure_pipeline, source, tokenizer, args.threads)
-                reference = raw_speed if tokenizer == "gpt2" else None
-                print(_row(name, f"pipeline ({tokenizer})", result, reference), flush=True)
+        for name, source in corpora:
+            if args.tokenizer in TIKTOKEN_ENCODINGS:
+                raw = _in_fresh_process(measure_tiktoken, source, args.tokenizer, 1)
+                print(_row(name, "tiktoken 1 thread", raw, None), flush=True)
+            parent = _in_fresh_process(measure_parent, source, args.tokenizer, 1)
+            print(_row(name, "parent alone (serial)", parent, None), flush=True)
+            single: float | None = None
+            for num_proc in args.num_proc:
+                if num_proc > 1:
+                    capacity = measure_capacity(num_proc)
+                    print(
+                        f"{'':<16} CPU capacity now: {num_proc} concurrent copies of one job run "
+                        f"at {capacity:.2f}x one copy's speed (the ceiling of this speed-up)"
+                    )
+                result = _in_fresh_process(measure_pipeline, source, args.tokenizer, num_proc)
+                result["num_proc"] = num_proc
+                speed = result["tokens"] / result["seconds"] / 1e6
+                print(_row(name, f"pipeline num_proc={num_proc}", result, single), flush=True)
+                single = speed if num_proc == 1 else single
+            if single:
+                feed = parent["bytes"] / parent["seconds"]
+                one = result["bytes"] / result["seconds"] / result["num_proc"]
+                print(f"{'':<16} parent feeds ~{feed / one:.0f} processes at this speed each")
 
 
 if __name__ == "__main__":

@@ -1,40 +1,50 @@
-"""Tokenizing a corpus once into a cache folder of flat token files.
+"""Tokenizing a corpus once, on every core, into a resumable folder of token shards.
 
-A cache folder holds ``train.bin`` and ``val.bin`` (all tokens of a split, back to back, each
-document followed by end-of-text; uint16 when the vocabulary fits, else uint32) and
-``meta.json`` (tokenizer spec, token counts, dtype, source fingerprints, split point, format
-version). Its name ends in a hash of everything that determines its contents (source contents,
-tokenizer, split settings, format version), so any change prepares a new folder and an unchanged
+A cache folder holds ``train_000000.bin``, ``train_000001.bin``, ... and ``val_000000.bin``, ...
+(llm.c's shard format, see ``shards``: each shard exactly ``shard_tokens`` tokens except the last
+of its split; all tokens of a split back to back, each document followed by end-of-text; uint16
+when the vocabulary fits, else uint32) and ``meta.json``, the index (tokenizer spec, token counts,
+dtype, the shard list, source fingerprints, split point, format version). Its name ends in a hash
+of everything that determines its contents, so any change prepares a new folder and an unchanged
 source finds the old one without tokenizing anything.
 
-Writes are atomic: everything is written and fsynced in a temporary folder next to the final one,
-which is then renamed into place. A crash leaves at most a ``.*.tmp`` folder that is never read;
-a folder under the final name is always complete (and is still checked against ``meta.json``).
+Tokenization runs in ``num_proc`` processes (``encode``); the shards are byte for byte the same
+for any ``num_proc``, and memory stays flat whatever the corpus size.
+
+Writes are atomic and resumable: shards are written into ``.<name>.partial`` next to the final
+folder, each one renamed into place once complete and fsynced, followed by ``progress.json`` (the
+piece and token offset where the next shard starts). An interrupted prepare resumes from the last
+complete shard: it re-reads the text before that point without tokenizing it. The finished folder
+is renamed to its final name last, so a folder under the final name is always complete (and is
+still checked against ``meta.json``). Bad input (a ``DataError``) removes the partial folder.
+
+Over 300 lines on purpose: naming, checking, writing and exporting cache folders (tokenized, or
+an index of llm.c shards) share one format.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-import tempfile
-from collections import deque
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-from tqdm import tqdm
-
+from llm_torch.data import encode
+from llm_torch.data.encode import SPLITS, token_dtype, write_json
 from llm_torch.data.errors import DataError
-from llm_torch.data.splits import CorpusSplit, Piece
+from llm_torch.data.shards import Shard, read_shard
+from llm_torch.data.splits import CorpusSplit
 from llm_torch.tokenizer import Tokenizer
 
-FORMAT_VERSION = 1
-"""Bump when the layout or meaning of cache files changes."""
+FORMAT_VERSION = 2
+"""Bump when the layout or meaning of cache files changes (1: one ``train.bin``/``val.bin``;
+old folders are never read again, as the version is part of the folder name's hash)."""
 
-SPLITS: tuple[str, ...] = ("train", "val")
+SHARD_TOKENS = 100_000_000
+"""Tokens per shard: llm.c's size (200 MB of uint16), small enough to write and resume often."""
 
 TokenizerId = str | Mapping[str, Any]
 """A tokenizer as it enters the cache key: its spec, or ``"char"`` for a vocabulary still to be
@@ -53,17 +63,39 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def token_dtype(vocab_size: int) -> np.dtype[Any]:
-    """uint16 when every id fits (vocab_size <= 65536), else uint32: half the disk and I/O."""
-    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
-
-
-def cache_folder(cache_dir: Path, split: CorpusSplit, tokenizer: TokenizerId) -> Path:
+def cache_folder(
+    cache_dir: Path,
+    split: CorpusSplit,
+    tokenizer: TokenizerId,
+    shard_tokens: int = SHARD_TOKENS,
+) -> Path:
     """The folder for this corpus split and tokenizer: ``<source>-<tokenizer>-<hash>``."""
-    identity = {"format_version": FORMAT_VERSION, "tokenizer": tokenizer, **split.identity}
+    identity = {
+        "format_version": FORMAT_VERSION,
+        "tokenizer": tokenizer,
+        "shard_tokens": shard_tokens,
+        **split.identity,
+    }
+    return _named_folder(cache_dir, split.train.slug, tokenizer, identity)
+
+
+def index_folder(
+    cache_dir: Path, source: str, tokenizer: TokenizerId, identity: Mapping[str, Any]
+) -> Path:
+    """The folder holding the index of external llm.c shards (no tokens of its own)."""
+    name = Path(source.rstrip("*/")).stem or "shards"
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "shards"
+    key = {"format_version": FORMAT_VERSION, "tokenizer": tokenizer, "shards": dict(identity)}
+    return _named_folder(cache_dir, slug, tokenizer, key)
+
+
+def _named_folder(
+    cache_dir: Path, slug: str, tokenizer: TokenizerId, identity: Mapping[str, Any]
+) -> Path:
+    """``<slug>-<tokenizer name>-<hash of identity>`` under ``cache_dir``."""
     key = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=8)
     name = tokenizer if isinstance(tokenizer, str) else str(tokenizer["name"])
-    return cache_dir / f"{split.train.slug}-{name}-{key.hexdigest()}"
+    return cache_dir / f"{slug}-{name}-{key.hexdigest()}"
 
 
 def _corrupt(folder: Path, problem: str) -> DataError:
@@ -74,17 +106,39 @@ def _corrupt(folder: Path, problem: str) -> DataError:
     )
 
 
-def read_meta(folder: Path, tokenizer: TokenizerId, split: CorpusSplit) -> dict[str, Any]:
-    """Reads and checks a cache folder's ``meta.json`` and token file sizes.
+def shard_list(folder: Path, meta: Mapping[str, Any], part: str) -> list[Shard]:
+    """The shards of split ``part`` listed in ``meta`` (paths relative to ``folder`` or absolute).
+
+    Raises:
+        DataError: A listed shard is missing, has a bad header, or disagrees with the index.
+    """
+    shards = []
+    for name, count in meta["shards"][part]:
+        try:
+            shard = read_shard(folder / name)
+        except DataError as err:
+            raise _corrupt(folder, f"shard {name} is bad ({err})") from None
+        if shard.tokens != count or shard.dtype != meta["dtype"]:
+            raise _corrupt(
+                folder,
+                f"shard {name} holds {shard.tokens} {shard.dtype} tokens but meta.json says "
+                f"{count} {meta['dtype']} tokens: it is truncated or corrupt",
+            )
+        shards.append(shard)
+    return shards
+
+
+def read_meta(folder: Path, tokenizer: TokenizerId, identity: Mapping[str, Any]) -> dict[str, Any]:
+    """Reads and checks a cache folder's ``meta.json`` and every shard's header and size.
 
     Args:
         folder: The cache folder.
         tokenizer: The expected tokenizer spec, or ``"char"`` (any learned char vocabulary).
-        split: The corpus split the cache must have been built from.
+        identity: What the cache must have been built from (``CorpusSplit.identity``).
 
     Raises:
         DataError: Missing or unreadable meta, another format version, tokenizer or source, or a
-            token file whose size disagrees with its token count (truncated or corrupt).
+            shard whose size disagrees with its token count (truncated or corrupt).
     """
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
@@ -106,30 +160,21 @@ def read_meta(folder: Path, tokenizer: TokenizerId, split: CorpusSplit) -> dict[
         or (not isinstance(tokenizer, str) and found != dict(tokenizer))
     ):
         raise _corrupt(folder, f"it was written by tokenizer {found!r}, not {tokenizer!r}")
-    if meta.get("identity") != split.identity:
+    if meta.get("identity") != dict(identity):
         raise _corrupt(folder, "it was written from another source or split settings")
     try:
-        itemsize = np.dtype(meta["dtype"]).itemsize
-        expected = {part: int(meta[f"{part}_tokens"]) * itemsize for part in SPLITS}
-        sizes = {part: (folder / f"{part}.bin").stat().st_size for part in SPLITS}
-    except (KeyError, TypeError, ValueError, OSError) as err:
-        raise _corrupt(folder, f"its token files or meta.json are incomplete ({err!r})") from None
-    for part in SPLITS:
-        if sizes[part] != expected[part]:
-            raise _corrupt(
-                folder,
-                f"{part}.bin holds {sizes[part]} bytes but meta.json says {meta[f'{part}_tokens']} "
-                f"{meta['dtype']} tokens ({expected[part]} bytes): it is truncated or corrupt",
-            )
+        for part in SPLITS:
+            listed = sum(count for _, count in meta["shards"][part])
+            if listed != int(meta[f"{part}_tokens"]):
+                raise ValueError(
+                    f"{part} shards hold {listed} tokens, not {meta[part + '_tokens']}"
+                )
+            shard_list(folder, meta, part)
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise _corrupt(folder, f"its shards or meta.json are incomplete ({err!r})") from None
     return meta
-
-
-def _array_encoder(tokenizer: Tokenizer, dtype: np.dtype[Any]) -> Callable[[str], npt.NDArray[Any]]:
-    """Returns text -> token array in the cache's dtype, never through a Python list.
-
-    tiktoken releases the GIL while encoding, so these calls run in parallel in threads.
-    """
-    return lambda text: tokenizer.encode_to_numpy(text).astype(dtype, copy=False)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -141,100 +186,61 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _tokenize(
-    split: CorpusSplit,
-    tokenizer: Tokenizer,
-    outputs: tuple[BinaryIO, BinaryIO],
-    threads: int,
-    progress: bool,
-) -> dict[str, int]:
-    """Tokenizes every piece in parallel and appends the tokens, in order, to train/val outputs.
-
-    At most ``4 * threads`` pieces are in flight, so memory does not grow with the corpus.
-
-    Returns:
-        Token and byte counts per split.
-
-    Raises:
-        DataError: A validation character is missing from a learned char vocabulary.
-    """
-    dtype = token_dtype(tokenizer.vocab_size)
-    encode = _array_encoder(tokenizer, dtype)
-    eot = np.array([tokenizer.eot_id], dtype=dtype)
-    counts = dict.fromkeys(("train_tokens", "val_tokens", "train_bytes", "val_bytes"), 0)
-    pending: deque[tuple[Future[npt.NDArray[Any]], Piece]] = deque()
-    bar = tqdm(
-        total=split.total_bytes,
-        unit="B",
-        unit_scale=True,
-        desc=f"Tokenizing {split.train.source} ({tokenizer.name})",
-        disable=not progress,
-    )
-
-    def write_oldest() -> None:
-        future, piece = pending.popleft()
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``path`` (two processes never write one partial folder)."""
+    with path.open("a") as file:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
         try:
-            ids = future.result()
-        except ValueError as err:
-            if not piece.val:
-                raise
-            raise DataError(
-                f"The tokenizer cannot encode the validation text: {err} A char vocabulary is "
-                "learned from the training text only. Fix: use a tokenizer with a fixed "
-                "vocabulary ('byte' or 'gpt2'), or choose a split whose training part contains "
-                "every character (another val_fraction or val_source)."
-            ) from None
-        prefix = "val" if piece.val else "train"
-        out = outputs[piece.val]
-        out.write(ids.data)
-        if piece.eot:
-            out.write(eot.data)
-        counts[f"{prefix}_tokens"] += len(ids) + piece.eot
-        counts[f"{prefix}_bytes"] += piece.nbytes
-        bar.update(piece.nbytes)
-
-    with bar, ThreadPoolExecutor(max_workers=threads) as pool:
-        try:
-            for piece in split.pieces():
-                pending.append((pool.submit(encode, piece.text), piece))
-                if len(pending) >= 4 * threads:
-                    write_oldest()
-            while pending:
-                write_oldest()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
-    return counts
+            yield
+        finally:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
 
 def build_cache(
     folder: Path,
     split: CorpusSplit,
     tokenizer: Tokenizer,
-    threads: int | None = None,
+    num_proc: int | None = None,
     progress: bool = True,
+    shard_tokens: int = SHARD_TOKENS,
+    profile: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Tokenizes ``split`` into ``folder`` atomically and returns its meta.
+    """Tokenizes ``split`` into ``folder`` (resuming an interrupted run) and returns its meta.
 
     Args:
-        folder: Final cache folder (``cache_folder``); it must not exist yet.
+        folder: Final cache folder (``cache_folder``).
         split: The corpus split to tokenize.
         tokenizer: The tokenizer (for "char", one already learned from the training text).
-        threads: Tokenizer threads; defaults to the CPUs this process may use.
-        progress: Show a tqdm progress bar (bytes processed).
+        num_proc: Tokenizer processes; defaults to the CPUs this process may use.
+        progress: Show a tqdm progress bar (tokens, tokens/s).
+        shard_tokens: Tokens per shard.
+        profile: If given, filled with the parent's seconds spent reading text into batches
+            (``read``), waiting for workers (``wait``; with one process: encoding) and writing
+            shards (``write``).
 
     Raises:
-        DataError: Bad input found while reading (the temporary folder is removed).
+        DataError: Bad input found while reading (the partial folder is removed).
     """
-    threads = threads or available_cpus()
+    num_proc = num_proc or available_cpus()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        with (tmp / "train.bin").open("wb") as train, (tmp / "val.bin").open("wb") as val:
-            counts = _tokenize(split, tokenizer, (train, val), threads, progress)
-            for file in (train, val):
-                file.flush()
-                os.fsync(file.fileno())
+    work = folder.parent / f".{folder.name}.partial"
+    lock = folder.parent / f".{folder.name}.lock"
+    with _locked(lock):
+        if (folder / "meta.json").exists():  # another process finished it while we waited
+            return read_meta(folder, tokenizer.spec, split.identity)
+        work.mkdir(exist_ok=True)
+        timings = encode.Profile()
+        try:
+            counts = encode.encode_to_shards(
+                split, tokenizer, work, shard_tokens, num_proc, progress, timings
+            )
+        except DataError:
+            shutil.rmtree(work, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+            raise
+        if profile is not None:
+            profile.update(read=timings.read, wait=timings.wait, write=timings.write)
         meta: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "tokenizer": tokenizer.spec,
@@ -242,23 +248,77 @@ def build_cache(
             "eot_id": tokenizer.eot_id,
             "dtype": token_dtype(tokenizer.vocab_size).name,
             **counts,
+            "shard_tokens": shard_tokens,
             "source": split.train.source,
             "val_source": None if split.val is None else split.val.source,
             "split_point": None if split.split_point is None else vars(split.split_point),
             "identity": split.identity,
         }
-        with (tmp / "meta.json").open("w", encoding="utf-8") as meta_file:
-            json.dump(meta, meta_file, indent=2)
-            meta_file.flush()
-            os.fsync(meta_file.fileno())
-        _fsync_dir(tmp)
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "meta.json").exists():
-                raise
-            # Another process finished the same cache first; its files are identical: keep them.
+        write_json(work / "meta.json", meta)
+        (work / "progress.json").unlink()
+        _fsync_dir(work)
+        os.rename(work, folder)
         _fsync_dir(folder.parent)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        lock.unlink()  # a process still waiting on it finds the finished folder
     return meta
+
+
+def write_shard_index(
+    folder: Path, tokenizer: Tokenizer, identity: Mapping[str, Any], shards: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Writes the index of external llm.c shards (read as-is) as a cache folder's ``meta.json``.
+
+    Args:
+        folder: The cache folder to create.
+        tokenizer: The tokenizer the shards were made with (already checked against them).
+        identity: Fingerprints of the shard files.
+        shards: ``{"train": [Shard, ...], "val": [...]}``.
+    """
+    dtypes = {shard.dtype for part in SPLITS for shard in shards[part]}
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "tokenizer": tokenizer.spec,
+        "vocab_size": tokenizer.vocab_size,
+        "eot_id": tokenizer.eot_id,
+        "dtype": dtypes.pop() if len(dtypes) == 1 else "mixed",
+        **{f"{part}_tokens": sum(s.tokens for s in shards[part]) for part in SPLITS},
+        "shards": {
+            part: [[str(s.path.absolute()), s.tokens] for s in shards[part]] for part in SPLITS
+        },
+        "identity": dict(identity),
+    }
+    if meta["dtype"] == "mixed":
+        raise DataError(
+            "The training and validation shards mix uint16 and uint32 tokens. Fix: use shards "
+            "of one tokenizer for both."
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.partial"
+    tmp.mkdir(exist_ok=True)
+    write_json(tmp / "meta.json", meta)
+    with contextlib.suppress(OSError):  # another rank wrote the same index first
+        os.rename(tmp, folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def export_shards(folder: Path, meta: Mapping[str, Any], dest: Path, prefix: str) -> list[Path]:
+    """Copies a cache's shards to ``dest`` under llm.c's names, each copy atomic.
+
+    The cache's shards are already in llm.c's format, so this is a plain copy:
+    ``<prefix>_val_000000.bin``, ``<prefix>_train_000000.bin``, ... (llm.c and modded-nanogpt
+    pick files by such globs).
+
+    Returns:
+        The written files, validation first.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for part in ("val", "train"):
+        for index, shard in enumerate(shard_list(folder, meta, part)):
+            target = dest / f"{prefix}_{part}_{index:06d}.bin"
+            tmp = dest / f".{target.name}.tmp"
+            shutil.copyfile(shard.path, tmp)
+            os.replace(tmp, target)
+            written.append(target)
+    return written

@@ -1,9 +1,11 @@
-"""Training and validation samples: windows of ``block_size + 1`` tokens from a token file.
+"""Training and validation samples: windows of ``block_size + 1`` tokens from a token stream.
 
 A window ``w`` gives inputs ``x = w[:-1]`` and targets ``y = w[1:]`` (int64). Training batches are
 a pure function of ``(seed, batch index, rank)``, which makes them reproducible, disjoint across
 data-parallel ranks and resumable from a batch count alone:
 
+- The tokens are one stream across shard files (``shards.TokenStream``): windows are positions in
+  that stream, so they do not depend on how it is cut into shards, and may cross shard ends.
 - Each epoch cuts the tokens into ``windows_per_epoch`` non-overlapping windows, shifted by a
   random start offset in ``[0, block_size)`` (so epochs see different window alignments) and
   visited in a random permutation; both come from ``np.random.default_rng((seed, epoch))``.
@@ -16,7 +18,6 @@ data-parallel ranks and resumable from a batch count alone:
 """
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,38 +25,10 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from llm_torch.data.shards import TokenStream
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 """``(inputs, targets)``, both int64, targets shifted one token to the left."""
-
-
-class TokenFile:
-    """A flat token file, memory-mapped on first use in each process.
-
-    Pickling keeps only the path, so DataLoader workers map the file themselves instead of receiving
-    a copy of its contents.
-
-    Args:
-        path: The ``.bin`` file.
-        dtype: Its token dtype (uint16 or uint32).
-    """
-
-    def __init__(self, path: Path, dtype: np.dtype[Any]) -> None:
-        self.path = path
-        self.dtype = np.dtype(dtype)
-        self._tokens: np.memmap[Any, np.dtype[Any]] | None = None
-
-    @property
-    def tokens(self) -> npt.NDArray[Any]:
-        """The read-only memory map of all tokens."""
-        if self._tokens is None:
-            self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
-        return self._tokens
-
-    def __len__(self) -> int:
-        return self.path.stat().st_size // self.dtype.itemsize
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_tokens": None}
 
 
 def _to_batch(windows: npt.NDArray[Any]) -> Batch:
@@ -75,11 +48,11 @@ class ValWindows(Dataset[Batch]):
     ``Trainer(limit_val_batches=n)`` evaluates the same first ``n`` batches every time.
 
     Args:
-        tokens: The validation token file.
+        tokens: The validation tokens.
         block_size: Tokens per sample (windows hold ``block_size + 1``).
     """
 
-    def __init__(self, tokens: TokenFile, block_size: int) -> None:
+    def __init__(self, tokens: TokenStream, block_size: int) -> None:
         self.tokens = tokens
         self.block_size = block_size
         self._length = (len(tokens) - 1) // block_size
@@ -91,17 +64,17 @@ class ValWindows(Dataset[Batch]):
         if not 0 <= index < self._length:
             raise IndexError(f"Validation window {index} is outside range({self._length}).")
         start = index * self.block_size
-        return _to_batch(np.asarray(self.tokens.tokens[start : start + self.block_size + 1]))
+        return _to_batch(self.tokens.read(start, start + self.block_size + 1))
 
 
 class TrainBatches(IterableDataset[Batch]):
     """An endless stream of training batches ``(B, block_size)``; see the module docstring.
 
     Use with ``DataLoader(batch_size=None)``: each item is already a whole batch, gathered from the
-    memory map in one vectorised read. Bound training with ``Trainer(max_steps=...)``.
+    memory maps in one vectorised read per shard. Bound training with ``Trainer(max_steps=...)``.
 
     Args:
-        tokens: The training token file.
+        tokens: The training tokens.
         block_size: Tokens per sample (windows hold ``block_size + 1``).
         batch_size: Samples per micro-batch (per rank).
         seed: Seed of the window order.
@@ -116,7 +89,7 @@ class TrainBatches(IterableDataset[Batch]):
 
     def __init__(
         self,
-        tokens: TokenFile,
+        tokens: TokenStream,
         block_size: int,
         batch_size: int,
         seed: int,
@@ -139,7 +112,6 @@ class TrainBatches(IterableDataset[Batch]):
         # to block_size - 1 tokens with the same number of windows in every epoch.
         self.windows_per_epoch = max(1, (count - 1) // block_size - 1)
         self._max_shift = min(block_size - 1, count - 1 - self.windows_per_epoch * block_size)
-        self._offsets = np.arange(block_size + 1)
         self._epochs: dict[int, tuple[int, npt.NDArray[np.int64]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -168,9 +140,8 @@ class TrainBatches(IterableDataset[Batch]):
         return starts
 
     def batch(self, batch_index: int) -> Batch:
-        """Micro-batch ``batch_index`` on this rank: one gather from the memory map."""
-        starts = self.window_starts(batch_index)
-        return _to_batch(self.tokens.tokens[starts[:, None] + self._offsets])
+        """Micro-batch ``batch_index`` on this rank: one gather per shard touched."""
+        return _to_batch(self.tokens.windows(self.window_starts(batch_index), self.block_size + 1))
 
     def __iter__(self) -> Iterator[Batch]:
         worker = get_worker_info()

@@ -1,0 +1,348 @@
+"""Tokenizing a corpus split on every core into token shards, resumably.
+
+The parent process cuts the text into pieces (``splits``), hands batches of them to a pool of
+``num_proc`` workers in order (each with its own tokenizer, inherited on fork) and writes the
+returned token arrays, in order, into shards of exactly ``shard_tokens`` tokens; so the shards are
+byte for byte the same for any ``num_proc``. At most ``2 * num_proc + 2`` batches are in flight,
+so memory stays flat whatever the corpus size. The parent's share (reading, cutting, pickling,
+writing) is what bounds scaling: ``python -m llm_torch.bench.data`` measures it.
+
+Each shard is written to a hidden file, its header filled in, fsynced and renamed into place, then
+``progress.json`` records the piece and token offset where the next shard starts; a new run in
+the same folder skips the text before that point without tokenizing it.
+
+Over 300 lines on purpose: the pool, the ordered shard writer and the resume record are one
+protocol, which must stay byte-identical for any ``num_proc`` and any interruption point.
+"""
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from multiprocessing import get_context
+from multiprocessing.pool import AsyncResult
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from tqdm import tqdm
+
+from llm_torch.data.errors import DataError
+from llm_torch.data.shards import HEADER_BYTES, header
+from llm_torch.data.splits import CorpusSplit, Piece
+from llm_torch.tokenizer import Tokenizer
+
+SPLITS: tuple[str, ...] = ("train", "val")
+
+BATCH_CHARS = 1 << 20
+"""Characters of text per batch sent to a worker: big enough to amortise the inter-process
+copies, small enough that the batches in flight stay a few MB per worker."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype[Any]:
+    """uint16 when every id fits (vocab_size <= 65536), else uint32: half the disk and I/O."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Writes JSON atomically: a temporary file, fsynced, renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as file:
+        json.dump(data, file, indent=2)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Appends tokens to ``<part>_NNNNNN.bin`` shards of exactly ``shard_tokens`` tokens.
+
+    A shard is written to a hidden temporary file, its header filled in once its count is known,
+    fsynced and renamed into place; the caller records progress from what ``write`` returns.
+
+    Args:
+        folder: Where the shards go.
+        part: ``"train"`` or ``"val"`` (the file name prefix).
+        dtype: Token dtype (uint16 or uint32).
+        shard_tokens: Tokens per shard.
+        done: ``[file name, tokens]`` of the shards already complete (when resuming).
+    """
+
+    def __init__(
+        self, folder: Path, part: str, dtype: np.dtype[Any], shard_tokens: int, done: list[Any]
+    ) -> None:
+        self.folder = folder
+        self.part = part
+        self.dtype = dtype
+        self.shard_tokens = shard_tokens
+        self.done: list[list[Any]] = [list(entry) for entry in done]  # [[file, tokens], ...]
+        self._file: BinaryIO | None = None
+        self._count = 0
+
+    @property
+    def tokens(self) -> int:
+        """Tokens in complete shards plus the open one."""
+        return sum(count for _, count in self.done) + self._count
+
+    def write(self, tokens: npt.NDArray[Any]) -> list[int]:
+        """Appends ``tokens``; returns, for each shard completed, how many of them it took."""
+        closed = []
+        position = 0
+        while position < len(tokens):
+            if self._file is None:
+                name = f".{self.part}_{len(self.done):06d}.bin.tmp"
+                self._file = (self.folder / name).open("wb")
+                self._file.write(bytes(HEADER_BYTES))
+            take = min(len(tokens) - position, self.shard_tokens - self._count)
+            self._file.write(tokens[position : position + take].data)
+            self._count += take
+            position += take
+            if self._count == self.shard_tokens:
+                self.close()
+                closed.append(position)
+        return closed
+
+    def close(self) -> bool:
+        """Completes the open shard (if it holds tokens); returns whether one was completed."""
+        file, self._file = self._file, None
+        if file is None:
+            return False
+        with file:
+            file.seek(0)
+            file.write(header(self.dtype, self._count))
+            file.flush()
+            os.fsync(file.fileno())
+        name = f"{self.part}_{len(self.done):06d}.bin"
+        os.replace(Path(file.name), self.folder / name)
+        self.done.append([name, self._count])
+        self._count = 0
+        return True
+
+    def discard(self) -> None:
+        """Closes and removes an incomplete shard (after an error)."""
+        if self._file is not None:
+            self._file.close()
+            Path(self._file.name).unlink(missing_ok=True)
+            self._file = None
+
+
+_worker_tokenizer: Tokenizer | None = None
+"""The tokenizer of a pool worker process, set once by ``_init_worker``."""
+
+
+def _init_worker(tokenizer: Tokenizer) -> None:
+    """Pool initializer: each worker keeps its own tokenizer (inherited on fork)."""
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
+
+
+def encode_batch(
+    tokenizer: Tokenizer, texts: Sequence[str], eots: Sequence[bool], dtype: str
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """Encodes pieces into one token array (end-of-text after each piece that has one).
+
+    Returns:
+        The tokens in the cache's dtype and each piece's token count (end-of-text included).
+    """
+    parts: list[npt.NDArray[Any]] = []
+    lengths = np.empty(len(texts), dtype=np.int64)
+    eot = np.array([tokenizer.eot_id], dtype=dtype)
+    for i, (text, ends) in enumerate(zip(texts, eots, strict=True)):
+        ids = tokenizer.encode_to_numpy(text).astype(dtype, copy=False) if text else eot[:0]
+        parts.append(ids)
+        if ends:
+            parts.append(eot)
+        lengths[i] = len(ids) + ends
+    tokens = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+    return tokens, lengths
+
+
+def _encode_in_worker(
+    texts: Sequence[str], eots: Sequence[bool], dtype: str
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """``encode_batch`` with the worker's own tokenizer."""
+    assert _worker_tokenizer is not None
+    return encode_batch(_worker_tokenizer, texts, eots, dtype)
+
+
+class _Batch(NamedTuple):
+    """Pieces sent to a worker together: all of one split, from piece ``first`` on."""
+
+    first: int
+    texts: list[str]
+    eots: list[bool]
+    val: bool
+    nbytes: int
+
+
+def batches(pieces: Iterator[Piece], resume_piece: int, counts: dict[str, int]) -> Iterator[_Batch]:
+    """Groups pieces into batches of about ``BATCH_CHARS``, of one split each.
+
+    Pieces before ``resume_piece`` are only counted (their tokens are in complete shards), and a
+    batch starts at ``resume_piece`` so that its first piece is the one to resume in.
+    """
+    texts: list[str] = []
+    eots: list[bool] = []
+    first = resume_piece
+    size = nbytes = 0
+    val = False
+    for index, piece in enumerate(pieces):
+        counts[f"{'val' if piece.val else 'train'}_bytes"] += piece.nbytes
+        if index < resume_piece:
+            continue
+        if texts and (piece.val != val or size >= BATCH_CHARS):
+            yield _Batch(first, texts, eots, val, nbytes)
+            texts, eots, size, nbytes = [], [], 0, 0
+        if not texts:
+            first, val = index, piece.val
+        texts.append(piece.text)
+        eots.append(piece.eot)
+        size += len(piece.text)
+        nbytes += piece.nbytes
+    if texts:
+        yield _Batch(first, texts, eots, val, nbytes)
+
+
+def _val_encoding_error(err: ValueError) -> DataError:
+    """A learned char vocabulary that lacks a validation character."""
+    return DataError(
+        f"The tokenizer cannot encode the validation text: {err} A char vocabulary is "
+        "learned from the training text only. Fix: use a tokenizer with a fixed "
+        "vocabulary ('byte' or 'gpt2'), or choose a split whose training part contains "
+        "every character (another val_fraction or val_source)."
+    )
+
+
+class Profile:
+    """Seconds the parent spends producing batches, waiting for workers and writing shards."""
+
+    def __init__(self) -> None:
+        self.read = self.wait = self.write = 0.0
+
+    @contextlib.contextmanager
+    def timing(self, what: str) -> Iterator[None]:
+        """Adds the seconds spent in the ``with`` block to attribute ``what``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, what, getattr(self, what) + time.perf_counter() - start)
+
+
+class _Inline:
+    """The one-process path: encodes when its result is asked for, like ``AsyncResult.get``."""
+
+    def __init__(self, tokenizer: Tokenizer, args: tuple[list[str], list[bool], str]) -> None:
+        self.tokenizer = tokenizer
+        self.args = args
+
+    def get(self) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+        return encode_batch(self.tokenizer, *self.args)
+
+
+def encode_to_shards(
+    split: CorpusSplit,
+    tokenizer: Tokenizer,
+    work: Path,
+    shard_tokens: int,
+    num_proc: int,
+    progress: bool,
+    profile: Profile,
+) -> dict[str, Any]:
+    """Tokenizes every piece into shards in ``work``, resuming from its ``progress.json``.
+
+    Returns:
+        Token and byte counts and the shard lists per split.
+
+    Raises:
+        DataError: A validation character is missing from a learned char vocabulary.
+    """
+    dtype = token_dtype(tokenizer.vocab_size)
+    state_path = work / "progress.json"
+    state: dict[str, Any] = {"piece": 0, "offset": 0, "shards": {"train": [], "val": []}}
+    if state_path.exists():
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    writers = {
+        part: ShardWriter(work, part, dtype, shard_tokens, state["shards"][part]) for part in SPLITS
+    }
+    counts = dict.fromkeys(("train_bytes", "val_bytes"), 0)
+
+    def save(piece: int, offset: int) -> None:
+        shards = {part: writer.done for part, writer in writers.items()}
+        write_json(state_path, {"piece": piece, "offset": offset, "shards": shards})
+
+    resumed = writers["train"].tokens + writers["val"].tokens
+    bar = tqdm(
+        total=None,
+        initial=resumed,
+        unit="tok",
+        unit_scale=True,
+        desc=f"Tokenizing {split.train.source} ({tokenizer.name}, {num_proc} processes)",
+        disable=not progress,
+    )
+    pool = None
+    if num_proc > 1:
+        # fork: workers inherit the loaded tokenizer instead of importing and rebuilding it.
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        pool = get_context(method).Pool(num_proc, _init_worker, (tokenizer,))
+    pending: deque[tuple[AsyncResult[Any] | _Inline, _Batch]] = deque()
+
+    def write_oldest() -> None:
+        result, batch = pending.popleft()
+        try:
+            with profile.timing("wait"):
+                tokens, lengths = result.get()
+        except ValueError as err:
+            if not batch.val or isinstance(err, DataError):
+                raise
+            raise _val_encoding_error(err) from None
+        if batch.first == state["piece"] and state["offset"]:  # resuming inside this piece
+            tokens, lengths = tokens[state["offset"] :], lengths.copy()
+            lengths[0] -= state["offset"]
+        part = "val" if batch.val else "train"
+        if batch.val and writers["train"].close():
+            save(batch.first, 0)
+        with profile.timing("write"):
+            closed = writers[part].write(tokens)
+        ends = np.cumsum(lengths)
+        for taken in closed:  # resume point: the piece holding the next token, and the offset
+            done = int(np.searchsorted(ends, taken, side="right"))
+            offset = taken - (int(ends[done - 1]) if done else 0)
+            base = state["offset"] if batch.first == state["piece"] and done == 0 else 0
+            save(batch.first + done, offset + base)
+        bar.update(len(tokens))
+
+    try:
+        with bar:
+            pending_batches = batches(split.pieces(), int(state["piece"]), counts)
+            while True:
+                with profile.timing("read"):
+                    batch = next(pending_batches, None)
+                if batch is None:
+                    break
+                args = (batch.texts, batch.eots, dtype.name)
+                if pool is None:
+                    pending.append((_Inline(tokenizer, args), batch))
+                else:
+                    pending.append((pool.apply_async(_encode_in_worker, args), batch))
+                while len(pending) > (2 * num_proc + 2 if pool else 0):
+                    write_oldest()
+            while pending:
+                write_oldest()
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()
+        raise
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    for writer in writers.values():
+        writer.close()
+    shards = {part: writer.done for part, writer in writers.items()}
+    tokens = {f"{part}_tokens": writer.tokens for part, writer in writers.items()}
+    return {**tokens, **counts, "shards": shards}
