@@ -10,6 +10,7 @@ rest to LightningCLI. They live in their own module because they share nothing w
 
 import argparse
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,13 @@ import torch
 from llm_torch.architectures.registry import Model
 from llm_torch.engine.checkpoint import load_checkpoint
 from llm_torch.generation import generate
-from llm_torch.tokenizer import Tokenizer, get_tokenizer
+from llm_torch.tokenizer import (
+    TiktokenFileTokenizer,
+    Tokenizer,
+    TokenizerUnavailableError,
+    get_tokenizer,
+)
+from llm_torch.tokenizer.hf_convert import write_tokenizer_json
 
 _DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 
@@ -144,4 +151,9 @@ def export_command(argv: list[str]) -> None:
     to_hf(model, eos_token_id=eot).save_pretrained(args.out)
     if tokenizer is not None and tokenizer.spec.get("name") == "hf":
         shutil.copy(tokenizer.spec["path"], Path(args.out) / "tokenizer.json")
+    elif isinstance(tokenizer, TiktokenFileTokenizer):
+        try:  # the weights are written: a tokenizer that cannot be converted only loses its file
+            write_tokenizer_json(tokenizer, args.out)
+        except (ValueError, TokenizerUnavailableError) as err:
+            print(f"warning: no tokenizer.json written: {err}", file=sys.stderr)
     print(f"Wrote {args.out}: load it with transformers.AutoModelForCausalLM.from_pretrained.")

@@ -43,7 +43,8 @@ def get_tokenizer(spec: str | Mapping[str, Any]) -> Tokenizer:
 
     Args:
         spec: One of ``TOKENIZER_NAMES``; a file spec ``"tiktoken:/path/tokenizer.model"`` (a
-            tiktoken ranks file, Llama 3 pattern and special tokens by default) or
+            tiktoken ranks file; pattern and special tokens from its ``.json`` sidecar when
+            ``llm-torch train-tokenizer`` wrote one, else Llama 3's) or
             ``"hf:/path/tokenizer.json"`` (Hugging Face ``tokenizers``); or a dict such as
             ``{"name": "char", "chars": "ab"}`` or ``{"name": "tiktoken", "path": ..., "eot": ...}``
             as returned by ``Tokenizer.spec`` (and stored in checkpoints and data caches).

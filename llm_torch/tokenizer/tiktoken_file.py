@@ -1,8 +1,9 @@
 """tiktoken BPE from a local ranks file, such as Llama 3's ``tokenizer.model``.
 
 A ranks file holds one ``base64(token bytes) rank`` pair per line. It carries neither the
-pre-tokenizer pattern nor the special tokens, so those default to Llama 3's (special tokens get
-the ids after the ranks, as Meta's tokenizer assigns them) and can be overridden in the spec.
+pre-tokenizer pattern nor the special tokens. They come, in this order, from the spec, from a
+sidecar JSON beside the file (``tokenizer.model.json``, written by ``llm-torch train-tokenizer``),
+or from Llama 3's defaults (special tokens get the ids after the ranks, as Meta assigns them).
 
 The file is parsed here rather than by ``tiktoken.load.load_tiktoken_bpe``, which caches local
 files in ``TIKTOKEN_CACHE_DIR`` keyed by path, so an edited file would load stale ranks.
@@ -10,9 +11,11 @@ files in ``TIKTOKEN_CACHE_DIR`` keyed by path, so an edited file would load stal
 
 import base64
 import binascii
+import json
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +54,68 @@ LLAMA3_SPECIAL_TOKENS: tuple[str, ...] = (
 #: Special tokens tried, in order, as the document separator when the spec names none.
 EOT_CANDIDATES = ("<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>")
 
+SIDECAR_SUFFIX = ".json"
+"""The sidecar of ``tokenizer.model`` is ``tokenizer.model.json``: named after its ranks file (a
+folder may hold several), and never ``tokenizer.json``, which is Hugging Face's format."""
+
+SIDECAR_FORMAT = "llm-torch tiktoken sidecar"
+"""Value of the sidecar's ``"format"`` key, so a stray JSON file is not mistaken for one."""
+
+
+def sidecar_path(ranks_path: str | os.PathLike[str]) -> Path:
+    """The sidecar JSON that belongs to a ranks file (it may not exist)."""
+    path = Path(ranks_path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(ranks_path: str, ranks_sha256: str) -> dict[str, Any] | None:
+    """Read and check the sidecar of ``ranks_path``; ``None`` when there is none.
+
+    The sidecar records the SHA-256 of the ranks file it was written with: a ranks file replaced
+    without its sidecar would otherwise be paired with another tokenizer's special-token ids.
+
+    Returns:
+        ``{"pat_str": str, "special_tokens": {name: id}, "eot": str}``.
+
+    Raises:
+        ValueError: The sidecar is not valid JSON, lacks a key, has a wrong type, or belongs to
+            other ranks.
+    """
+    path = sidecar_path(ranks_path)
+    if not path.is_file():
+        return None
+    fix = f"Delete {str(path)!r} or write it again with `llm-torch train-tokenizer`."
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"Tokenizer sidecar {str(path)!r} is not valid JSON ({err}). {fix}"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        raise ValueError(
+            f'{str(path)!r} is not an llm-torch tokenizer sidecar (no "format": '
+            f"{SIDECAR_FORMAT!r}). {fix}"
+        )
+    specials = data.get("special_tokens")
+    valid = (
+        isinstance(data.get("pat_str"), str)
+        and isinstance(data.get("eot"), str)
+        and isinstance(specials, dict)
+        and all(isinstance(k, str) and type(v) is int for k, v in specials.items())
+    )
+    if not valid:
+        raise ValueError(
+            f"Tokenizer sidecar {str(path)!r} needs 'pat_str' (a string), 'special_tokens' "
+            f"({{name: id}}) and 'eot' (a string). {fix}"
+        )
+    if data.get("ranks_sha256") != ranks_sha256:
+        raise ValueError(
+            f"Tokenizer sidecar {str(path)!r} was written for other ranks (sha256 "
+            f"{data.get('ranks_sha256')}) than {ranks_path!r} (sha256 {ranks_sha256}): its "
+            f"special-token ids would not fit. {fix}"
+        )
+    return {"pat_str": data["pat_str"], "special_tokens": specials, "eot": data["eot"]}
+
 
 def parse_ranks(data: bytes, path: str) -> dict[bytes, int]:
     """Parse a tiktoken ranks file's bytes.
@@ -60,17 +125,29 @@ def parse_ranks(data: bytes, path: str) -> dict[bytes, int]:
             (byte-level BPE needs all 256 so that any text can be encoded).
     """
     ranks: dict[bytes, int] = {}
+    seen: set[int] = set()
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             token, rank = line.split()
-            ranks[base64.b64decode(token, validate=True)] = int(rank)
+            value = int(rank)
+            token_bytes = base64.b64decode(token, validate=True)
         except (ValueError, binascii.Error):
             raise ValueError(
                 f"{path!r} line {number} is not 'base64-token rank': {line[:80]!r}. Is this a "
                 "tiktoken BPE ranks file (e.g. Llama 3's tokenizer.model)?"
             ) from None
+        if token_bytes in ranks or value in seen or value < 0:
+            # tiktoken would silently keep one of two lines (a token with two ids, or an id
+            # decoding to two tokens), so a damaged file must fail here.
+            raise ValueError(
+                f"{path!r} line {number}: token {token_bytes!r} or rank {value} is repeated or "
+                "negative; a tiktoken ranks file gives each token one unique rank. Is the file "
+                "damaged?"
+            )
+        ranks[token_bytes] = value
+        seen.add(value)
     missing = [byte for byte in range(256) if bytes([byte]) not in ranks]
     if missing:
         raise ValueError(
@@ -88,6 +165,9 @@ class TiktokenFileTokenizer:
         path: Absolute path of the ranks file.
         vocab_size: Ranks plus special tokens (128256 for Llama 3).
         eot_id: Id of the document separator (``<|end_of_text|>``, 128001, for Llama 3).
+        eot_text: The separator's text.
+        pattern: The pre-tokenizer regex in use.
+        special_token_ids: ``{token: id}`` of every special token.
         num_threads: Threads for ``encode_batch``; not part of ``spec``.
     """
 
@@ -105,24 +185,35 @@ class TiktokenFileTokenizer:
         """Load the ranks file now, so a bad file fails here rather than mid-training.
 
         Args:
-            path: The ranks file.
-            pat_str: Pre-tokenizer regex; ``None`` means ``LLAMA3_PATTERN``.
+            path: The ranks file, or a folder holding ``tokenizer.model``.
+            pat_str: Pre-tokenizer regex; ``None`` means the sidecar's, else ``LLAMA3_PATTERN``.
             special_tokens: Names (ids follow the highest rank, in order) or ``{name: id}``;
-                ``None`` means ``LLAMA3_SPECIAL_TOKENS``.
-            eot: The special token (name or id) that separates documents; ``None`` picks the
-                first of ``EOT_CANDIDATES`` present.
+                ``None`` means the sidecar's, else ``LLAMA3_SPECIAL_TOKENS``.
+            eot: The special token (name or id) that separates documents; ``None`` means the
+                sidecar's, else the first of ``EOT_CANDIDATES`` present.
             sha256: Expected file digest (from a saved spec); ``None`` accepts any content.
             num_threads: Threads tiktoken uses in ``encode_batch``.
 
         Raises:
             FileNotFoundError: No such file.
-            ValueError: Malformed file, changed file, clashing ids or an unknown ``eot``.
+            ValueError: Malformed file or sidecar, changed file, clashing ids or an unknown
+                ``eot``.
         """
         if isinstance(special_tokens, str):
             raise ValueError("special_tokens must be a list of token names or a {name: id} dict.")
-        self.path = resolve_file(path, "tiktoken BPE ranks")
+        self.path = resolve_file(path, "tiktoken BPE ranks", "tokenizer.model")
         data, self.sha256 = read_checked(self.path, sha256)
         ranks = parse_ranks(data, self.path)
+        if pat_str is None or special_tokens is None or eot is None:
+            # The sidecar's values become explicit spec fields, so a checkpoint's spec rebuilds
+            # the same tokenizer even if the sidecar is later lost.
+            sidecar = read_sidecar(self.path, self.sha256)
+            if sidecar is not None:
+                pat_str = sidecar["pat_str"] if pat_str is None else pat_str
+                if special_tokens is None:
+                    special_tokens = sidecar["special_tokens"]
+                    eot = sidecar["eot"] if eot is None else eot
+        self._ranks = ranks
         self._pat_str = pat_str
         self._special_tokens = special_tokens
         self.num_threads = num_threads
@@ -139,12 +230,17 @@ class TiktokenFileTokenizer:
                 "special_tokens ids above the highest rank, or a list to place them there."
             )
         self.eot_text = self._resolve_eot(eot, specials)
-        self._encoding = tiktoken.Encoding(
-            name=os.path.basename(self.path),
-            pat_str=LLAMA3_PATTERN if pat_str is None else pat_str,
-            mergeable_ranks=ranks,
-            special_tokens=specials,
-        )
+        self.special_token_ids: dict[str, int] = specials
+        self.pattern: str = LLAMA3_PATTERN if pat_str is None else pat_str
+        try:
+            self._encoding = tiktoken.Encoding(
+                name=os.path.basename(self.path),
+                pat_str=self.pattern,
+                mergeable_ranks=ranks,
+                special_tokens=specials,
+            )
+        except ValueError as err:  # tiktoken's message for a regex it cannot compile
+            raise ValueError(f"Bad pattern for {self.path!r}: {err}") from None
         self.vocab_size: int = self._encoding.n_vocab
         self.eot_id: int = specials[self.eot_text]
 
@@ -180,9 +276,26 @@ class TiktokenFileTokenizer:
         spec["eot"] = self.eot_text
         return spec
 
-    def encode(self, text: str) -> list[int]:
-        """Encode ``text``; special-token text in it is plain text, never a special id."""
-        return self._encoding.encode_ordinary(text)
+    @property
+    def mergeable_ranks(self) -> dict[bytes, int]:
+        """The ranks file's ``{token bytes: rank}`` (what ``export`` converts to merges)."""
+        return dict(self._ranks)
+
+    def encode(
+        self, text: str, allowed_special: Collection[str] | Literal["all"] = frozenset()
+    ) -> list[int]:
+        """Encode ``text``; special-token text in it is plain text unless ``allowed_special``.
+
+        Args:
+            text: The text.
+            allowed_special: Special tokens whose text becomes their reserved id (``"all"``:
+                every one), as in tiktoken. The default allows none, so that untrusted text can
+                never forge a document boundary or a chat marker.
+        """
+        if not allowed_special:
+            return self._encoding.encode_ordinary(text)
+        allowed = allowed_special if allowed_special == "all" else set(allowed_special)
+        return self._encoding.encode(text, allowed_special=allowed, disallowed_special=())
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Encode many texts in parallel with tiktoken's thread pool."""
