@@ -42,8 +42,11 @@ from llm_torch.engine.predictions import JSONLPredictionWriter
 from llm_torch.engine.progress import StepProgressBar
 from llm_torch.engine.samples import TextSampleLogger
 from llm_torch.engine.summary import ModelSummary
+from llm_torch.evaluation.command import evaluate_command
+from llm_torch.evaluation.multiple_choice import MultipleChoiceEval
 from llm_torch.generate_export import export_command, generate_command
 from llm_torch.tokenizer.base import TokenizerUnavailableError
+from llm_torch.tokenizer.command import train_tokenizer_command
 
 # `--model.arch` is any DecoderConfig subclass, named by class_path. Without this, jsonargparse
 # reads a dataclass type as its own fields only, and a union of the architectures re-picks the
@@ -102,6 +105,7 @@ class LLMCLI(LightningCLI):
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt")
         parser.add_lightning_class_args(GlobalBatchSize, "batch")
         parser.add_lightning_class_args(JSONLPredictionWriter, "writer")
+        parser.add_lightning_class_args(MultipleChoiceEval, "eval")
         parser.set_defaults(
             {
                 # Best model by validation loss.
@@ -243,6 +247,8 @@ def user_error(error: BaseException) -> BaseException | None:
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "generate": generate_command,
     "export": export_command,
+    "evaluate": evaluate_command,
+    "train-tokenizer": train_tokenizer_command,
 }
 
 
