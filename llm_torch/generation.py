@@ -5,14 +5,29 @@ whose query attends to the cached keys and values of all earlier ones: a step co
 forward pass instead of the whole context's. Without it, every step re-reads the last
 ``block_size`` tokens, which also lets generation run past ``block_size`` by sliding the window.
 
-Prompts of different lengths are run in groups of equal length, one group after another, each
-as one batch. That needs no padding, attention masks or per-row positions, so every sequence
-computes exactly what it would alone; the price is fewer sequences per forward pass when lengths
-vary (padded batching is a throughput optimisation that can come later).
+Prompts of different lengths run as one batch: they are left-padded to the longest, and the
+model is told each row's padding, which it masks out and subtracts from the positions. Every row
+therefore computes what its prompt computes alone, up to float rounding (greedy decoding is
+token-identical in the tests). Sampling draws each row from its own generator, seeded ``seed +
+row``, so a row's sample does not depend on the other prompts in the batch either: it equals the
+prompt run alone with seed ``seed + row``, unless rounding moves a draw across a probability
+boundary.
+
+Decoding with the cache comes in three flavours, all writing the same preallocated buffers:
+
+- dynamic (default): step ``t`` attends to the ``t`` cached positions, a view that grows each
+  step. Cheapest in eager mode, but no two steps have the same shapes.
+- static (``static_cache=True``): every step attends to the whole cache under a mask, with the
+  position passed as a tensor, so shapes never change.
+- compiled (``compile=True``): the static step under ``torch.compile``, one graph for every step
+  (``mode="reduce-overhead"`` on GPU, which replays it as a CUDA graph: one launch per token
+  instead of dozens). Prefill stays an eager forward pass. Compiling costs seconds to minutes
+  once per shape, so it is for long or repeated runs on GPU, never for a 20-token run; on CPU
+  it is no faster than eager for GPT-2 124M (see the README's Performance section).
 """
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -50,7 +65,7 @@ def sample_next(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
     """Pick one token per row of ``logits`` ``(B, vocab)``; returns ``(B,)`` ids.
 
@@ -62,7 +77,8 @@ def sample_next(
         top_k: Keep only the ``k`` most likely tokens.
         top_p: Nucleus sampling: keep the smallest set of most likely tokens whose probability
             reaches ``top_p`` (always at least the most likely one).
-        generator: RNG for the draw; ``None`` uses the global one.
+        generator: RNG for the draw; ``None`` uses the global one. A sequence holds one
+            generator per row, so that each row's draw is independent of the others.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
@@ -77,6 +93,14 @@ def sample_next(
         outside = probs.cumsum(dim=-1) - probs >= top_p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(outside, float("-inf")))
     probs = logits.softmax(dim=-1)
+    if isinstance(generator, Sequence):
+        if len(generator) != probs.size(0):
+            raise ValueError(f"{len(generator)} generators for {probs.size(0)} rows of logits.")
+        draws = [
+            torch.multinomial(probs[row : row + 1], 1, generator=rng)[0]
+            for row, rng in enumerate(generator)
+        ]
+        return torch.cat(draws)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -92,11 +116,13 @@ def generate(
     seed: int | None = None,
     use_cache: bool = True,
     on_token: TokenCallback | None = None,
+    static_cache: bool = False,
+    compile: bool = False,
 ) -> list[list[int]]:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
-    Prompts may differ in length: they run in groups of equal length (see the module docstring),
-    so ``on_token`` streams one group after another. Put the model in eval mode first (dropout
+    All prompts run as one batch, whatever their lengths (see the module docstring), so
+    ``on_token`` streams step by step, rows in order. Put the model in eval mode first (dropout
     would apply otherwise); the mode is left as it is.
 
     Args:
@@ -109,22 +135,32 @@ def generate(
         top_p: Nucleus sampling threshold in ``(0, 1]``.
         eos_id: End-of-text id: a sequence stops after producing it (it is included in the
             output), and generation stops once every sequence has.
-        seed: Seed of a private ``torch.Generator``; the global RNG, which training depends on,
-            is never drawn from. ``None`` seeds it nondeterministically.
+        seed: Row ``i`` samples from a private ``torch.Generator`` seeded ``seed + i``; the
+            global RNG, which training depends on, is never drawn from. ``None`` picks a seed
+            nondeterministically.
         use_cache: Decode with a KV cache. Prompt plus new tokens must then fit ``block_size``;
             without the cache the context is cropped to the last ``block_size`` tokens.
         on_token: Called with ``(batch_index, token_id)`` for every new token, as produced.
+        static_cache: Decode over the whole preallocated cache with tensor positions (the shapes
+            ``compile`` needs); same tokens as the default dynamic decode, slower in eager mode.
+        compile: Run the static decode step under ``torch.compile`` (CUDA graphs on GPU). The
+            first call per shape compiles, which takes long; see the module docstring.
 
     Returns:
         One list per prompt: the prompt's ids followed by the new ones, without padding.
 
     Raises:
         ValueError: For malformed prompts or sampling settings, or, with the cache, prompts that
-            leave no room for ``max_new_tokens`` within ``block_size``.
+            leave no room for ``max_new_tokens`` within ``block_size``, or ``static_cache`` /
+            ``compile`` without the cache.
     """
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
     prompts = [_prompt_list(prompt, index, vocab_size) for index, prompt in enumerate(prompt_ids)]
     _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if (static_cache or compile) and not use_cache:
+        raise ValueError(
+            "static_cache and compile decode through the KV cache; they need use_cache=True."
+        )
     outputs = [list(prompt) for prompt in prompts]
     if not prompts or max_new_tokens == 0:
         return outputs
@@ -138,68 +174,156 @@ def generate(
         )
 
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
     if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
+        seed = torch.Generator().seed() % 2**62
+    generators = [
+        torch.Generator(device=device).manual_seed(seed + row) for row in range(len(prompts))
+    ]
     pick = partial(
-        sample_next, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+        sample_next, temperature=temperature, top_k=top_k, top_p=top_p, generator=generators
     )
-    groups: dict[int, list[int]] = {}
-    for index, prompt in enumerate(prompts):
-        groups.setdefault(len(prompt), []).append(index)
-
-    batch_size = max(len(indices) for indices in groups.values())
-    with kv_cache(model, batch_size, longest + max_new_tokens) if use_cache else nullcontext():
-        for indices in groups.values():
-            ids = torch.tensor([prompts[index] for index in indices], device=device)
-            new = _extend(model, ids, indices, max_new_tokens, pick, eos_id, on_token, use_cache)
-            for index, tokens in zip(indices, new, strict=True):
-                outputs[index] += tokens
+    stream = _Stream(len(prompts), eos_id, on_token)
+    if use_cache:
+        mode = "compiled" if compile else "static" if static_cache else "dynamic"
+        _decode_cached(model, prompts, max_new_tokens, pick, stream, mode)
+    else:
+        _decode_sliding(model, prompts, max_new_tokens, pick, stream)
+    for output, tokens in zip(outputs, stream.new, strict=True):
+        output += tokens
     return outputs
 
 
-def _extend(
+#: Static caches are sized in multiples of this many positions (capped at ``block_size``), so
+#: that compiled decode steps are shared by runs of similar lengths.
+STATIC_CACHE_MULTIPLE = 256
+
+
+class _Stream:
+    """Collects each row's new tokens, calls ``on_token`` and tracks which rows are done.
+
+    A finished row keeps being fed (the batch keeps its shape) but its tokens are dropped.
+    """
+
+    def __init__(self, rows: int, eos_id: int | None, on_token: TokenCallback | None) -> None:
+        self.new: list[list[int]] = [[] for _ in range(rows)]
+        self.done = [False] * rows
+        self.eos_id = eos_id
+        self.on_token = on_token
+
+    def push(self, next_ids: Tensor) -> bool:
+        """Record one step's tokens ``(B,)``; ``True`` once every row is done.
+
+        The tokens come to the host every step: streaming and the stop test need them there.
+        """
+        for row, token in enumerate(next_ids.tolist()):
+            if not self.done[row]:
+                self.new[row].append(token)
+                if self.on_token is not None:
+                    self.on_token(row, token)
+                self.done[row] = token == self.eos_id
+        return all(self.done)
+
+
+def _left_pad(rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """``rows`` left-padded (with id 0) into ``(B, T)``, and the padding per row.
+
+    The padding is ``None`` when every row has the same length: the model then runs its plain
+    causal path, exactly as for one prompt.
+    """
+    width = max(len(row) for row in rows)
+    ids = torch.tensor([[0] * (width - len(row)) + row for row in rows], device=device)
+    if all(len(row) == width for row in rows):
+        return ids, None
+    return ids, torch.tensor([width - len(row) for row in rows], device=device)
+
+
+def _decode_step(model: Model, tokens: Tensor, input_pos: Tensor, pad: Tensor | None) -> Tensor:
+    """One static decode step: float32 next-token logits ``(B, vocab)`` for ``tokens`` ``(B, 1)``.
+
+    Every input keeps its shape from step to step (``input_pos`` is a 0-d tensor), which is what
+    lets ``torch.compile`` trace it once and CUDA graphs replay it.
+    """
+    return model(tokens, input_pos=input_pos, pad=pad, last_only=True)[:, -1].float()
+
+
+_COMPILED_STEPS: dict[str, Callable[[Model, Tensor, Tensor, Tensor | None], Tensor]] = {}
+
+
+def compiled_decode_step(
+    device: torch.device,
+) -> Callable[[Model, Tensor, Tensor, Tensor | None], Tensor]:
+    """:func:`_decode_step` under ``torch.compile``, built once per process and device type.
+
+    On CUDA, ``mode="reduce-overhead"`` captures the step as a CUDA graph (the static cache
+    buffers keep their addresses, so each token replays one graph); elsewhere the default mode
+    fuses kernels. ``dynamic=False``: shapes are fixed by design, and a new batch size or cache
+    length gets its own graph rather than a slower shape-generic one.
+    """
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    if mode not in _COMPILED_STEPS:
+        _COMPILED_STEPS[mode] = torch.compile(
+            _decode_step, mode=mode, fullgraph=True, dynamic=False
+        )
+    return _COMPILED_STEPS[mode]
+
+
+def _decode_cached(
     model: Model,
-    ids: Tensor,
-    batch_indices: list[int],
+    prompts: list[list[int]],
     max_new_tokens: int,
     pick: Callable[[Tensor], Tensor],
-    eos_id: int | None,
-    on_token: TokenCallback | None,
-    use_cache: bool,
-) -> list[list[int]]:
-    """Generate for one batch of equal-length prompts ``ids`` ``(B, T)``; return the new ids.
+    stream: _Stream,
+    mode: str,
+) -> None:
+    """Prefill the left-padded prompts, then decode one token per step (``mode``: see module).
 
-    ``batch_indices`` are the rows' indices in the caller's prompt list, for ``on_token``.
-
-    A finished row keeps being fed (the batch keeps its shape) but its tokens are dropped. The
-    step's tokens come to the host each step: streaming and the stop test need them there.
+    Prefill always takes the dynamic path (an ``int`` position): a normal causal forward pass,
+    whose keys and values land in the same buffers the static steps read.
     """
+    device = next(model.parameters()).device
+    ids, pad = _left_pad(prompts, device)
+    prompt_len = ids.size(1)
+    cache_len = prompt_len + max_new_tokens
+    if mode != "dynamic":
+        multiple = STATIC_CACHE_MULTIPLE
+        cache_len = min(model.config.block_size, -(-cache_len // multiple) * multiple)
+    slots = torch.arange(cache_len, device=device)
+    compiled = compiled_decode_step(device) if mode == "compiled" else None
+    with kv_cache(model, ids.size(0), cache_len):
+        logits = model(ids, input_pos=0, pad=pad, last_only=True)[:, -1].float()
+        for step in range(max_new_tokens):
+            next_ids = pick(logits)
+            if stream.push(next_ids) or step == max_new_tokens - 1:
+                break
+            tokens, slot = next_ids[:, None], prompt_len + step
+            if mode == "dynamic":
+                logits = model(tokens, input_pos=slot, pad=pad, last_only=True)[:, -1].float()
+            elif compiled is None:
+                logits = _decode_step(model, tokens, slots[slot], pad)
+            else:
+                if device.type == "cuda":  # the previous replay's outputs are consumed
+                    torch.compiler.cudagraph_mark_step_begin()
+                logits = compiled(model, tokens, slots[slot], pad)
+
+
+def _decode_sliding(
+    model: Model,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    pick: Callable[[Tensor], Tensor],
+    stream: _Stream,
+) -> None:
+    """Decode without a cache: each step re-reads each row's last ``block_size`` tokens."""
+    device = next(model.parameters()).device
     block_size = model.config.block_size
-    new: list[list[int]] = [[] for _ in range(ids.size(0))]
-    done = [False] * ids.size(0)
-    tokens, input_pos = ids, 0
+    sequences = [list(prompt) for prompt in prompts]
     for _ in range(max_new_tokens):
-        if use_cache:  # prefill with the prompt, then one token per step
-            logits = model(tokens, input_pos=input_pos)
-            input_pos += tokens.size(1)
-        else:
-            logits = model(ids[:, -block_size:])
-        next_ids = pick(logits[:, -1].float())
-        for row, token in enumerate(next_ids.tolist()):
-            if not done[row]:
-                new[row].append(token)
-                if on_token is not None:
-                    on_token(batch_indices[row], token)
-                done[row] = token == eos_id
-        if all(done):
+        ids, pad = _left_pad([sequence[-block_size:] for sequence in sequences], device)
+        next_ids = pick(model(ids, pad=pad, last_only=True)[:, -1].float())
+        if stream.push(next_ids):
             break
-        tokens = next_ids[:, None]
-        if not use_cache:
-            ids = torch.cat([ids, tokens], dim=1)
-    return new
+        for sequence, token in zip(sequences, next_ids.tolist(), strict=True):
+            sequence.append(token)
 
 
 def _prompt_list(prompt: Sequence[int] | Tensor, index: int, vocab_size: int) -> list[int]:

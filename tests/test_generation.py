@@ -264,10 +264,10 @@ def test_on_token_streams_exactly_the_new_tokens_as_they_are_produced() -> None:
     )
     for index, prompt in enumerate(prompts):
         assert [t for i, t in streamed if i == index] == out[index][len(prompt) :]
-    # Group [0, 2] (length 3) runs first, then [1]; each step's tokens are out before the next
-    # forward pass starts.
-    assert [i for i, _ in streamed[:12]] == [0, 2] * 6
-    assert seen_at_forward == [0, 2, 4, 6, 8, 10, 12, 13, 14, 15, 16, 17]
+    # All prompts run as one batch: each step streams rows in order, and its tokens are out
+    # before the next forward pass starts.
+    assert [i for i, _ in streamed] == [0, 1, 2] * 6
+    assert seen_at_forward == [0, 3, 6, 9, 12, 15]
 
 
 def test_the_cache_is_freed_after_generation_even_when_a_callback_fails() -> None:

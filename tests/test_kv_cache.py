@@ -65,6 +65,23 @@ def test_update_writes_in_place_and_returns_prefix_views() -> None:
     assert cache.k[2].abs().sum() == 0 and cache.k[:, :, 7:].abs().sum() == 0
 
 
+def test_a_tensor_position_writes_the_same_slots_and_returns_the_whole_buffer() -> None:
+    static = KVCache(batch_size=2, n_kv_head=2, max_len=10, head_dim=4)
+    dynamic = KVCache(batch_size=2, n_kv_head=2, max_len=10, head_dim=4)
+    k, v = torch.randn(2, 2, 6, 4), torch.randn(2, 2, 6, 4)
+    static.update(k, v, input_pos=0)
+    dynamic.update(k, v, input_pos=0)
+    k2, v2 = torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 4)
+    keys, values = static.update(k2, v2, input_pos=torch.tensor(6))
+    dynamic_keys, dynamic_values = dynamic.update(k2, v2, input_pos=6)
+    assert keys.shape == (2, 2, 10, 4) and keys.data_ptr() == static.k.data_ptr()  # same shape
+    torch.testing.assert_close(keys[:, :, :7], dynamic_keys, rtol=0, atol=0)  # every step
+    torch.testing.assert_close(values[:, :, :7], dynamic_values, rtol=0, atol=0)
+    assert keys[:, :, 7:].abs().sum() == 0
+    with pytest.raises(ValueError, match=r"KV cache overflow: positions 10\.\.10 .* holds 10"):
+        static.update(k2, v2, input_pos=torch.tensor(10))
+
+
 def test_update_overflow_and_oversized_batch_are_named() -> None:
     cache = KVCache(batch_size=1, n_kv_head=1, max_len=8, head_dim=4)
     cache.update(torch.randn(1, 1, 6, 4), torch.randn(1, 1, 6, 4), input_pos=0)

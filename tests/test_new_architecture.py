@@ -51,11 +51,17 @@ class Tiny(DecoderLM):
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.init_weights()
 
-    def hidden_states(self, idx: Tensor, input_pos: int | None = None) -> Tensor:
-        """Embeddings, then the blocks; attention alone orders the tokens."""
+    def hidden_states(
+        self,
+        idx: Tensor,
+        input_pos: int | Tensor | None = None,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Embeddings, then the blocks; attention alone orders the tokens (no ``positions``)."""
         x = self.wte(idx)
         for block in self.blocks:
-            x = block(x, input_pos=input_pos)
+            x = block(x, input_pos=input_pos, attn_mask=attn_mask)
         return x
 
 

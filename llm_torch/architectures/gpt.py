@@ -8,7 +8,6 @@ QK-norm, ReLU^2, untied embeddings, logit soft-capping) change that, one config 
 
 import warnings
 from dataclasses import InitVar, dataclass
-from functools import partial
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -146,15 +145,22 @@ class GPT(DecoderLM):
         if self.rope is not None:
             self.rope.reset_buffers()
 
-    def hidden_states(self, idx: Tensor, input_pos: int | None = None) -> Tensor:
+    def hidden_states(
+        self,
+        idx: Tensor,
+        input_pos: int | Tensor | None = None,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
         """Token (plus position) embeddings, then the blocks (see :meth:`DecoderLM.forward`)."""
         x = self.wte(idx)
         if self.wpe is not None:
-            x = x + self.wpe(idx.size(1), input_pos or 0)
+            if positions is None:
+                x = x + self.wpe(idx.size(1), input_pos if isinstance(input_pos, int) else 0)
+            else:  # per-row or tensor positions: a gather instead of a slice
+                x = x + self.wpe.weight[positions]
         x = self.drop(x)
-        rope = None
-        if self.rope is not None:
-            rope = self.rope if input_pos is None else partial(self.rope, offset=input_pos)
+        rope = None if self.rope is None else self._rotary(self.rope, input_pos, positions)
         for block in self.blocks:
-            x = block(x, rope, input_pos)
+            x = block(x, rope, input_pos, attn_mask)
         return x

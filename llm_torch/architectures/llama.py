@@ -8,7 +8,6 @@ no biases, a final RMSNorm and an LM head that is tied to the token embedding or
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -188,10 +187,16 @@ class Llama(DecoderLM):
         super().init_weights()
         self.rope.reset_buffers()
 
-    def hidden_states(self, idx: Tensor, input_pos: int | None = None) -> Tensor:
+    def hidden_states(
+        self,
+        idx: Tensor,
+        input_pos: int | Tensor | None = None,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
         """Token embeddings, then the blocks with RoPE (see :meth:`DecoderLM.forward`)."""
         x = self.drop(self.wte(idx))
-        rope = self.rope if input_pos is None else partial(self.rope, offset=input_pos)
+        rope = self._rotary(self.rope, input_pos, positions)
         for block in self.blocks:
-            x = block(x, rope, input_pos)
+            x = block(x, rope, input_pos, attn_mask)
         return x

@@ -27,7 +27,9 @@ class CausalSelfAttention(nn.Module):
 
     The pass is split into projection (``qkv``), attention and output projection, so a KV cache only
     has to slot its update between the first two: with ``input_pos`` given, the new keys and
-    values are written to ``kv_cache`` and the queries attend to everything cached so far.
+    values are written to ``kv_cache`` and the queries attend to everything cached so far. Masks
+    for left-padded batches and the static cache come from the model (``attn_mask``), built once
+    per forward pass rather than once per layer.
 
     Args:
         n_embd: Model width (input and output features).
@@ -77,16 +79,25 @@ class CausalSelfAttention(nn.Module):
         self.kv_cache: KVCache | None = None
 
     def forward(
-        self, x: Tensor, positional: PositionalHook | None = None, input_pos: int | None = None
+        self,
+        x: Tensor,
+        positional: PositionalHook | None = None,
+        input_pos: int | Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
         """Attend over ``x`` of shape ``(B, T, n_embd)``; position ``t`` sees positions ``<= t``.
 
         Args:
             x: Input activations.
             positional: Position encoding applied to queries and keys (for ``x``'s positions).
-            input_pos: ``None`` (training, full sequences): no cache. Otherwise the position of
-                ``x[:, 0]``; keys and values go to ``kv_cache``, and the queries attend to
-                positions ``0 .. input_pos + T - 1``.
+            input_pos: ``None`` (training, full sequences): no cache. Otherwise the cache slot of
+                ``x[:, 0]``; keys and values go to ``kv_cache``. An ``int`` attends to slots
+                ``0 .. input_pos + T - 1``; a 0-d tensor to the whole cache (static shapes), which
+                needs ``attn_mask``.
+            attn_mask: Boolean ``(B or 1, 1, T, keys)``, ``True`` where a query may attend; it
+                replaces the causal mask (left-padded batches, the static cache). ``keys`` is
+                ``T`` without a cache, ``input_pos + T`` for an ``int`` position, else the cache's
+                ``max_len``.
 
         Raises:
             RuntimeError: If ``input_pos`` is given but no cache is set up.
@@ -96,7 +107,7 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if positional is not None:
             q, k = positional(q, k)
-        is_causal, mask = True, None
+        is_causal, mask = attn_mask is None, attn_mask
         if input_pos is not None:
             if self.kv_cache is None:
                 raise RuntimeError(
@@ -104,7 +115,9 @@ class CausalSelfAttention(nn.Module):
                     "model.setup_cache(batch_size, max_len) first, or pass input_pos=None."
                 )
             k, v = self.kv_cache.update(k, v, input_pos)
-            if input_pos > 0:
+            if mask is None and isinstance(input_pos, Tensor):
+                raise ValueError("A tensor input_pos reads the whole cache: pass attn_mask too.")
+            if mask is None and isinstance(input_pos, int) and input_pos > 0:
                 # Queries now start mid-sequence. SDPA's is_causal aligns the mask to the top-left
                 # corner (query i sees keys <= i), which is only right when both start at 0. One
                 # query sees every cached key: no mask. A chunk gets its causal band explicitly.

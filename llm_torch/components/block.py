@@ -28,11 +28,16 @@ class TransformerBlock(nn.Module):
         self.mlp = mlp
 
     def forward(
-        self, x: Tensor, positional: PositionalHook | None = None, input_pos: int | None = None
+        self,
+        x: Tensor,
+        positional: PositionalHook | None = None,
+        input_pos: int | Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
         """Apply the block to ``x`` of shape ``(B, T, n_embd)``.
 
-        ``positional`` and ``input_pos`` go to attention: see :class:`CausalSelfAttention`.
+        ``positional``, ``input_pos`` and ``attn_mask`` go to attention: see
+        :class:`CausalSelfAttention`.
         """
-        x = x + self.attn(self.norm_1(x), positional, input_pos)
+        x = x + self.attn(self.norm_1(x), positional, input_pos, attn_mask)
         return x + self.mlp(self.norm_2(x))

@@ -7,6 +7,13 @@ forward pass over the whole context into one over a single token.
 The buffers are allocated once, at full length, and written in place, as in gpt-fast and litgpt:
 no tensor grows or is reallocated per token, so memory is known up front and the allocator stays
 idle inside the decoding loop.
+
+Two ways to read it back, chosen by the type of ``input_pos``:
+
+- ``int`` (dynamic): the written prefix, ``0 .. input_pos + T - 1``. The view grows by one
+  position per step, which is cheapest in eager mode but gives every step a new shape.
+- 0-d ``Tensor`` (static): the whole buffer, every step. Shapes never change, so a decode step
+  compiles once and can be captured as a CUDA graph; the caller masks the unwritten positions.
 """
 
 import torch
@@ -22,8 +29,8 @@ class KVCache(nn.Module):
     shares them among the query heads. The buffers are non-persistent: they never enter a
     checkpoint.
 
-    Positions are written as one contiguous slice starting at ``input_pos`` (an ``int``, like the
-    offsets of RoPE and the learned position table), so an update is a slice copy, not a scatter.
+    Positions are written as one contiguous run starting at ``input_pos``: a slice copy for an
+    ``int``, an ``index_copy_`` for a tensor (see the module docstring for what each returns).
 
     Args:
         batch_size: Largest batch the cache serves; smaller batches use its first rows.
@@ -66,35 +73,50 @@ class KVCache(nn.Module):
         """Number of positions the cache holds."""
         return self.k.size(2)
 
-    def update(self, k: Tensor, v: Tensor, input_pos: int) -> tuple[Tensor, Tensor]:
+    def update(self, k: Tensor, v: Tensor, input_pos: int | Tensor) -> tuple[Tensor, Tensor]:
         """Store ``k``, ``v`` ``(B, n_kv_head, T, head_dim)`` at positions ``input_pos`` onwards.
 
         Args:
             k: Keys of the new positions (after any rotary embedding).
             v: Values of the new positions.
-            input_pos: Position of the first new token; earlier positions must have been written.
+            input_pos: Position of the first new token: an ``int`` (earlier positions must have
+                been written), or a 0-d integer tensor for the static, compilable read-back.
 
         Returns:
-            Keys and values of positions ``0 .. input_pos + T - 1``: views into the buffers,
-            valid until the next update.
+            Views into the buffers, valid until the next update: keys and values of positions
+            ``0 .. input_pos + T - 1`` for an ``int``; all ``max_len`` positions for a tensor.
 
         Raises:
-            ValueError: If the positions run past ``max_len`` or the batch exceeds ``batch_size``.
+            ValueError: If the positions run past ``max_len`` or the batch exceeds ``batch_size``
+                (for a tensor position, checked in eager mode only: a compiled step cannot read
+                it without a device sync).
         """
-        batch, end = k.size(0), input_pos + k.size(2)
+        batch, seq_len = k.size(0), k.size(2)
+        if batch > self.batch_size:
+            raise ValueError(
+                f"Batch of {batch} sequences does not fit a KV cache set up for {self.batch_size}."
+            )
+        if isinstance(input_pos, Tensor):
+            if not torch.compiler.is_compiling():
+                self._check_range(int(input_pos), seq_len)
+            index = input_pos + torch.arange(seq_len, device=k.device)
+            self.k[:batch].index_copy_(2, index, k)
+            self.v[:batch].index_copy_(2, index, v)
+            return self.k[:batch], self.v[:batch]
+        self._check_range(input_pos, seq_len)
+        end = input_pos + seq_len
+        self.k[:batch, :, input_pos:end] = k
+        self.v[:batch, :, input_pos:end] = v
+        return self.k[:batch, :, :end], self.v[:batch, :, :end]
+
+    def _check_range(self, input_pos: int, seq_len: int) -> None:
+        end = input_pos + seq_len
         if input_pos < 0 or end > self.max_len:
             raise ValueError(
                 f"KV cache overflow: positions {input_pos}..{end - 1} were requested, but the "
                 f"cache holds {self.max_len} positions. Set up the cache with a larger max_len "
                 "(at most the model's block_size), or generate fewer tokens."
             )
-        if batch > self.batch_size:
-            raise ValueError(
-                f"Batch of {batch} sequences does not fit a KV cache set up for {self.batch_size}."
-            )
-        self.k[:batch, :, input_pos:end] = k
-        self.v[:batch, :, input_pos:end] = v
-        return self.k[:batch, :, :end], self.v[:batch, :, :end]
 
     def extra_repr(self) -> str:
         """Show the buffer shape in ``print(model)``."""

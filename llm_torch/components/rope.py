@@ -166,12 +166,27 @@ class RotaryEmbedding(nn.Module):
             self.cos.copy_(cos)
             self.sin.copy_(sin)
 
-    def forward(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, q: Tensor, k: Tensor, offset: int = 0, positions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Rotate ``q`` and ``k`` ``(B, heads, T, head_dim)`` for positions ``offset..offset+T-1``.
+
+        Args:
+            q: Queries.
+            k: Keys.
+            offset: Position of the first token, when positions are contiguous and shared.
+            positions: Integer positions ``(T,)`` or per row ``(B, T)`` (left-padded batches,
+                the static cache), used instead of ``offset``. Not range-checked: a gather
+                cannot be without a device sync; the caller keeps them below ``max_seq_len``.
 
         Raises:
             ValueError: If the positions run past ``max_seq_len``.
         """
+        if positions is not None:
+            cos, sin = self.cos[positions].to(q.dtype), self.sin[positions].to(q.dtype)
+            if positions.dim() == 2:  # (B, T, head_dim) -> (B, 1, T, head_dim): shared by heads
+                cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+            return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         end = offset + q.size(-2)
         if end > self.max_seq_len:
             raise ValueError(
