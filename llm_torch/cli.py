@@ -3,8 +3,8 @@
 ``predict`` continues the prompts of ``--data.prompts_file`` and writes JSON Lines to
 ``--writer.output``.
 
-``generate`` and ``export`` need no YAML: :func:`main` dispatches them to
-:mod:`llm_torch.generate_export` (see :data:`COMMANDS`), everything else to LightningCLI.
+``generate``, ``export``, ``evaluate`` and ``train-tokenizer`` need no YAML: :func:`main`
+dispatches them to their own modules (see :data:`COMMANDS`), everything else to LightningCLI.
 
 A ``LightningCLI`` over :class:`CausalLMModule` and :class:`TextDataModule`. The defaults that
 every LLM run wants live here rather than in each config: step-based training with periodic

@@ -33,6 +33,11 @@ def write_corpus(path: Path, n_lines: int = 1500, seed: int = 0) -> Path:
     return path
 
 
+#: The quickstart's GPT as GPT-2 computes it: rotary positions and QK-norm off, so
+#: transformers' GPT2LMHeadModel can hold it (export, init_from, pre-recipe checkpoints).
+GPT2_ARCH = ["--model.arch.init_args.positions=learned", "--model.arch.init_args.qk_norm=false"]
+
+
 def tiny_args(tmp_path: Path, corpus: Path, *, steps: int = 2) -> list[str]:
     """Overrides that shrink any config to a seconds-long CPU run inside ``tmp_path``."""
     return [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import REPO, cli_command, tiny_args, tiny_model_args, write_corpus
+from cli_helpers import GPT2_ARCH, REPO, cli_command, tiny_args, tiny_model_args, write_corpus
 
 from llm_torch.architectures import GPTConfig
 from llm_torch.cli import cli
@@ -25,7 +25,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CausalLMMod
     """A short quickstart-style run: (checkpoint, the trained module, corpus)."""
     root = tmp_path_factory.mktemp("trained")
     corpus = write_corpus(root / "corpus.txt")
-    run = cli(["fit", f"--config={CONFIG}", *tiny_args(root, corpus, steps=3)])
+    run = cli(["fit", f"--config={CONFIG}", *tiny_args(root, corpus, steps=3), *GPT2_ARCH])
     assert isinstance(run.model, CausalLMModule)
     return root / "checkpoints" / "last.ckpt", run.model, corpus
 
@@ -149,6 +149,7 @@ def test_fit_continues_from_hugging_face_weights(tmp_path: Path) -> None:
     args = [
         *tiny_args(tmp_path, corpus, steps=2),
         *tiny_model_args(),
+        *GPT2_ARCH,
         "--model.arch.init_args.bias=true",
         "--data.tokenizer=byte",
         f"--model.init_from={tmp_path / 'hf'}",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import REPO, tiny_args, write_corpus
+from cli_helpers import GPT2_ARCH, REPO, tiny_args, write_corpus
 
 from llm_torch.architectures import GPTConfig
 from llm_torch.cli import cli
@@ -31,7 +31,14 @@ def test_pre_refactor_checkpoint_validates_through_the_cli(tmp_path: Path) -> No
     corpus = write_corpus(tmp_path / "corpus.txt")
     config = REPO / "configs" / "shakespeare-char.yaml"
     ckpt = FIXTURES / "pre_decoder_config_gpt.ckpt"
-    args = [*tiny_args(tmp_path, corpus), "--data.tokenizer=byte", f"--ckpt_path={ckpt}"]
+    # The checkpoint predates rotary GPT and QK-norm: its hyperparameters lack them, so the
+    # config's values stand, and they must be the ones it was trained with.
+    args = [
+        *tiny_args(tmp_path, corpus),
+        *GPT2_ARCH,
+        "--data.tokenizer=byte",
+        f"--ckpt_path={ckpt}",
+    ]
     with pytest.warns(FutureWarning, match="layer_norm_eps"):
         run = cli(["validate", f"--config={config}", *args])
     assert run.model.config.n_embd == 16 and run.model.config.norm_eps == 1e-5

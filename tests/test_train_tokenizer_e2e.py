@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from cli_helpers import REPO, tiny_args, tiny_model_args
+from cli_helpers import GPT2_ARCH, REPO, tiny_args, tiny_model_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_train_tokenizer import SAMPLES, corpus_text
@@ -84,7 +84,8 @@ def test_fit_checkpoint_generate_and_export_with_a_trained_tokenizer(
 ) -> None:
     corpus, folder = trained
     spec = f"tiktoken:{folder / 'tokenizer.model'}"
-    args = [*tiny_args(tmp_path, corpus, steps=3), *tiny_model_args(), f"--data.tokenizer={spec}"]
+    args = [*tiny_args(tmp_path, corpus, steps=3), *tiny_model_args(), *GPT2_ARCH]
+    args.append(f"--data.tokenizer={spec}")
     run = cli(["fit", f"--config={CONFIG}", *args])
     assert run.trainer.global_step == 3
     tokenizer = get_tokenizer(spec)
