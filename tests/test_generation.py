@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 import torch
+from generation_helpers import greedy_reference
 
 from llm_torch.architectures import GPT, GPTConfig, Llama, LlamaConfig
 from llm_torch.components import CausalSelfAttention
@@ -41,17 +42,6 @@ def tiny(arch: str, block_size: int = 64) -> GPT | Llama:
         for param in model.parameters():
             param.mul_(10)
     return model.eval()
-
-
-def greedy_reference(model: GPT | Llama, prompt: list[int], steps: int) -> list[int]:
-    """Greedy decoding spelled out: full forward over the cropped context, argmax, append."""
-    ids = list(prompt)
-    block_size = model.config.block_size
-    with torch.no_grad():
-        for _ in range(steps):
-            logits = model(torch.tensor([ids[-block_size:]]))
-            ids.append(int(logits[0, -1].argmax()))
-    return ids
 
 
 def count_forwards(model: torch.nn.Module) -> list[int]:

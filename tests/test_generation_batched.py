@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from generation_helpers import greedy_reference
 
 from llm_torch.architectures import GPT, GPTConfig, Llama, LlamaConfig
 from llm_torch.generation import generate, kv_cache
@@ -58,17 +59,6 @@ def tiny(name: str, block_size: int = 64) -> GPT | Llama:
         for param in model.parameters():
             param.mul_(10)
     return model.eval()
-
-
-def greedy_reference(model: GPT | Llama, prompt: list[int], steps: int) -> list[int]:
-    """Greedy decoding spelled out: full forward over the cropped context, argmax, append."""
-    ids = list(prompt)
-    block_size = model.config.block_size
-    with torch.no_grad():
-        for _ in range(steps):
-            logits = model(torch.tensor([ids[-block_size:]]))
-            ids.append(int(logits[0, -1].argmax()))
-    return ids
 
 
 def alone(model: GPT | Llama, prompts: list[list[int]], steps: int, **kwargs: Any) -> list[Any]:
