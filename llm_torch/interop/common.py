@@ -79,25 +79,31 @@ class Family:
 
 def refuse(family: str, values: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:
     """Raise for the first ``key: (value, supported values)`` whose value is not supported."""
+    key, value, allowed = _first_unsupported(values)
+    if key:
+        raise ValueError(
+            f"Cannot import this {family} checkpoint: its config has {key}={value!r}, while "
+            f"llm-torch's implementation supports only {allowed}."
+        )
+
+
+def _first_unsupported(values: dict[str, tuple[Any, tuple[Any, ...]]]) -> tuple[str, Any, str]:
+    """``(key, value, "key=a or key=b")`` of the first unsupported entry, or ``("", None, "")``."""
     for key, (value, supported) in values.items():
         if value not in supported:
-            allowed = " or ".join(f"{key}={option!r}" for option in supported)
-            raise ValueError(
-                f"Cannot import this {family} checkpoint: its config has {key}={value!r}, while "
-                f"llm-torch's implementation supports only {allowed}."
-            )
+            return key, value, " or ".join(f"{key}={option!r}" for option in supported)
+    return "", None, ""
 
 
 def refuse_export(family: str, values: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:
     """Raise for the first ``key: (value, exportable values)`` that ``transformers`` lacks."""
-    for key, (value, supported) in values.items():
-        if value not in supported:
-            allowed = " or ".join(f"{key}={option!r}" for option in supported)
-            raise ValueError(
-                f"Cannot export this model to transformers' {family}: it was built with "
-                f"{key}={value!r}, which that model class cannot express (it needs {allowed}). "
-                "Keep the llm-torch checkpoint, or train with that option off to export."
-            )
+    key, value, allowed = _first_unsupported(values)
+    if key:
+        raise ValueError(
+            f"Cannot export this model to transformers' {family}: it was built with "
+            f"{key}={value!r}, which that model class cannot express (it needs {allowed}). "
+            "Keep the llm-torch checkpoint, or train with that option off to export."
+        )
 
 
 def recipe_options(cfg: GPTConfig | LlamaConfig, activation: str) -> dict[str, Any]:
