@@ -17,10 +17,11 @@ and Lightning), before any work, and "RSS workers" the largest peak of its token
 Flat memory means the peaks do not grow with the corpus size: ``--synthetic-mb 1000`` checks the
 1.5 GB bound on a 1 GB corpus (``--tmp`` picks where it is written; it is deleted afterwards).
 
-The profile columns give the parent's seconds spent reading and cutting text (``read``), waiting
-for the workers (``wait``) and writing shards (``write``). The parent is the only serial part, so
-tokenization scales linearly with processes until the workers together outrun it. "parent alone"
-times that serial part by itself (text to batches, the pickling both ways, shard writes, with
+The profile columns give the parent's seconds spent reading and cutting text (``read``; for
+Parquet: listing row groups and sizing them in the workers), waiting for the workers (``wait``)
+and writing shards (``write``). The parent is the only serial part, so tokenization scales
+linearly with processes until the workers together outrun it. "parent alone" times that serial
+part by itself (text to batches or row groups listed, the pickling both ways, shard writes, with
 tokenization replaced by a zero array); "parent feeds" divides its rate by one worker's.
 
 Over 300 lines on purpose: the synthetic corpora, the measurements and the table are the
@@ -151,25 +152,26 @@ def measure_pipeline(source: str, tokenizer_name: str, num_proc: int) -> dict[st
 def measure_parent(source: str, tokenizer_name: str, num_proc: int) -> dict[str, Any]:
     """Times the parent's serial work alone: the part that does not scale with processes.
 
-    It reads and cuts the text into batches, pickles each batch as the pool would, unpickles a
-    token array of the size a worker returns and writes shards. Tokenization is replaced by a
-    zero array of one token per 3.3 bytes (GPT-2 on English), so this is the rate that
-    ``num_proc`` workers can be fed at: the pipeline scales linearly until the workers together
-    tokenize this fast.
+    It reads and cuts the text into batches (table groups: only lists them), pickles each
+    batch's work as the pool would, unpickles a token array of the size a worker returns and
+    writes shards. Tokenization is replaced by a zero array of one token per 3.3 bytes (GPT-2 on
+    English), so this is the rate that ``num_proc`` workers can be fed at: the pipeline scales
+    linearly until the workers together tokenize this fast.
     """
     base = _peak_rss_mb()
     split = CorpusSplit(resolve_source(source), None, 0.1)
     _ = split.identity, split.total_bytes  # hashing and sizing happen once, before tokenizing
-    counts = {"train_bytes": 0, "val_bytes": 0}
+    group_bytes = split.train.table_sizes()  # what workers report back for their groups
     size = tokens = 0
     with tempfile.TemporaryDirectory() as tmp:
         writer = encode.ShardWriter(Path(tmp), "train", np.dtype(np.uint16), 10**8, [])
         start = time.perf_counter()
-        for batch in encode.batches(split.pieces(), 0, counts):
-            pickle.loads(pickle.dumps((batch.texts, batch.eots), pickle.HIGHEST_PROTOCOL))
-            array = np.zeros(int(batch.nbytes / 3.3), dtype=np.uint16)
+        for batch in encode.batches(split.items(), 0):
+            pickle.loads(pickle.dumps(batch.work(), pickle.HIGHEST_PROTOCOL))
+            nbytes = sum(batch.nbytes) if batch.group is None else group_bytes[batch.group.group]
+            array = np.zeros(int(nbytes / 3.3), dtype=np.uint16)
             writer.write(pickle.loads(pickle.dumps(array, pickle.HIGHEST_PROTOCOL)))
-            size += batch.nbytes
+            size += nbytes
             tokens += len(array)
         writer.close()
         seconds = time.perf_counter() - start

@@ -1,15 +1,21 @@
 """Tokenizing a corpus split on every core into token shards, resumably.
 
-The parent process cuts the text into pieces (``splits``), hands batches of them to a pool of
-``num_proc`` workers in order (each with its own tokenizer, inherited on fork) and writes the
+The corpus split streams items in order (``splits``): pieces of text the parent read, and table
+groups (Parquet row groups, Arrow record batches) that it only listed. The parent hands batches of
+pieces, and each group on its own, to a pool of ``num_proc`` workers in order (each with its own
+tokenizer, inherited on fork); a worker reads and cuts its groups itself. The parent writes the
 returned token arrays, in order, into shards of exactly ``shard_tokens`` tokens; so the shards are
 byte for byte the same for any ``num_proc``. At most ``2 * num_proc + 2`` batches are in flight,
-so memory stays flat whatever the corpus size. The parent's share (reading, cutting, pickling,
-writing) is what bounds scaling: ``python -m llm_torch.bench.data`` measures it.
+so memory stays flat whatever the corpus size.
+
+The parent's share is what bounds scaling: for text files, reading and cutting the text and
+pickling it to the workers; for tables, only receiving and writing tokens (about 2 bytes per
+token), so Parquet corpora scale with the cores. ``python -m llm_torch.bench.data`` measures it.
 
 Each shard is written to a hidden file, its header filled in, fsynced and renamed into place, then
-``progress.json`` records the piece and token offset where the next shard starts; a new run in
-the same folder skips the text before that point without tokenizing it.
+``progress.json`` records the item and token offset where the next shard starts and the bytes
+before that item; a new run in the same folder skips the text before that point without
+tokenizing it (and the table groups before it without reading them).
 
 Over 300 lines on purpose: the pool, the ordered shard writer and the resume record are one
 protocol, which must stay byte-identical for any ``num_proc`` and any interruption point.
@@ -22,6 +28,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from multiprocessing import get_context
 from multiprocessing.pool import AsyncResult
 from pathlib import Path
@@ -33,7 +40,7 @@ from tqdm import tqdm
 
 from llm_torch.data.errors import DataError
 from llm_torch.data.shards import HEADER_BYTES, header
-from llm_torch.data.splits import CorpusSplit, Piece
+from llm_torch.data.splits import CorpusSplit, GroupItem, Item, group_pieces
 from llm_torch.tokenizer import Tokenizer
 
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -161,50 +168,80 @@ def encode_batch(
     return tokens, lengths
 
 
-def _encode_in_worker(
-    texts: Sequence[str], eots: Sequence[bool], dtype: str
-) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
-    """``encode_batch`` with the worker's own tokenizer."""
-    assert _worker_tokenizer is not None
-    return encode_batch(_worker_tokenizer, texts, eots, dtype)
-
-
 class _Batch(NamedTuple):
-    """Pieces sent to a worker together: all of one split, from piece ``first`` on."""
+    """Items sent to a worker together, all of one split, from item ``first`` on.
+
+    Either pieces the parent read (``texts``, ``eots``; their sizes ``nbytes`` stay in the
+    parent) or one table group (``group``) that the worker reads; its size comes back with its
+    tokens.
+    """
 
     first: int
+    val: bool
     texts: list[str]
     eots: list[bool]
-    val: bool
-    nbytes: int
+    nbytes: list[int]
+    group: GroupItem | None = None
+
+    def work(self) -> tuple[list[str], list[bool]] | GroupItem:
+        """What a worker needs: the texts and end-of-text flags, or the group."""
+        return (self.texts, self.eots) if self.group is None else self.group
 
 
-def batches(pieces: Iterator[Piece], resume_piece: int, counts: dict[str, int]) -> Iterator[_Batch]:
-    """Groups pieces into batches of about ``BATCH_CHARS``, of one split each.
+Encoded = tuple[npt.NDArray[Any], npt.NDArray[np.int64], list[int]]
+"""A batch's tokens, each item's token count, and a group's UTF-8 size (empty for pieces)."""
 
-    Pieces before ``resume_piece`` are only counted (their tokens are in complete shards), and a
-    batch starts at ``resume_piece`` so that its first piece is the one to resume in.
+
+def encode_work(
+    tokenizer: Tokenizer, work: tuple[list[str], list[bool]] | GroupItem, dtype: str, max_chars: int
+) -> Encoded:
+    """Encodes a batch's work; a group is read and cut into pieces here first (one item)."""
+    if not isinstance(work, GroupItem):
+        return (*encode_batch(tokenizer, *work, dtype), [])
+    pieces = list(group_pieces(work, max_chars))
+    texts = [piece.text for piece in pieces]
+    tokens, _ = encode_batch(tokenizer, texts, [piece.eot for piece in pieces], dtype)
+    return tokens, np.array([len(tokens)]), [sum(piece.nbytes for piece in pieces)]
+
+
+def _encode_in_worker(
+    work: tuple[list[str], list[bool]] | GroupItem, dtype: str, max_chars: int
+) -> Encoded:
+    """``encode_work`` with the worker's own tokenizer."""
+    assert _worker_tokenizer is not None
+    return encode_work(_worker_tokenizer, work, dtype, max_chars)
+
+
+def batches(items: Iterator[Item], resume: int) -> Iterator[_Batch]:
+    """Groups pieces into batches of about ``BATCH_CHARS``, of one split each; a group alone.
+
+    Items before ``resume`` are skipped (their tokens are in complete shards; the groups among
+    them are never read), and a batch starts at ``resume`` so that its first item is the one to
+    resume in.
     """
     texts: list[str] = []
     eots: list[bool] = []
-    first = resume_piece
-    size = nbytes = 0
+    nbytes: list[int] = []
+    first = resume
+    size = 0
     val = False
-    for index, piece in enumerate(pieces):
-        counts[f"{'val' if piece.val else 'train'}_bytes"] += piece.nbytes
-        if index < resume_piece:
+    for index, item in enumerate(items):
+        if index < resume:
             continue
-        if texts and (piece.val != val or size >= BATCH_CHARS):
-            yield _Batch(first, texts, eots, val, nbytes)
-            texts, eots, size, nbytes = [], [], 0, 0
+        if texts and (isinstance(item, GroupItem) or item.val != val or size >= BATCH_CHARS):
+            yield _Batch(first, val, texts, eots, nbytes)
+            texts, eots, nbytes, size = [], [], [], 0
+        if isinstance(item, GroupItem):
+            yield _Batch(index, item.val, [], [], [], item)
+            continue
         if not texts:
-            first, val = index, piece.val
-        texts.append(piece.text)
-        eots.append(piece.eot)
-        size += len(piece.text)
-        nbytes += piece.nbytes
+            first, val = index, item.val
+        texts.append(item.text)
+        eots.append(item.eot)
+        nbytes.append(item.nbytes)
+        size += len(item.text)
     if texts:
-        yield _Batch(first, texts, eots, val, nbytes)
+        yield _Batch(first, val, texts, eots, nbytes)
 
 
 def _val_encoding_error(err: ValueError) -> DataError:
@@ -236,12 +273,12 @@ class Profile:
 class _Inline:
     """The one-process path: encodes when its result is asked for, like ``AsyncResult.get``."""
 
-    def __init__(self, tokenizer: Tokenizer, args: tuple[list[str], list[bool], str]) -> None:
+    def __init__(self, tokenizer: Tokenizer, args: tuple[Any, str, int]) -> None:
         self.tokenizer = tokenizer
         self.args = args
 
-    def get(self) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
-        return encode_batch(self.tokenizer, *self.args)
+    def get(self) -> Encoded:
+        return encode_work(self.tokenizer, *self.args)
 
 
 def encode_to_shards(
@@ -253,27 +290,34 @@ def encode_to_shards(
     progress: bool,
     profile: Profile,
 ) -> dict[str, Any]:
-    """Tokenizes every piece into shards in ``work``, resuming from its ``progress.json``.
+    """Tokenizes every item into shards in ``work``, resuming from its ``progress.json``.
 
     Returns:
         Token and byte counts and the shard lists per split.
 
     Raises:
-        DataError: A validation character is missing from a learned char vocabulary.
+        DataError: Bad input (from any process), or a validation character missing from a
+            learned char vocabulary.
     """
     dtype = token_dtype(tokenizer.vocab_size)
     state_path = work / "progress.json"
-    state: dict[str, Any] = {"piece": 0, "offset": 0, "shards": {"train": [], "val": []}}
+    state: dict[str, Any] = {
+        "item": 0,
+        "offset": 0,
+        "bytes": {"train": 0, "val": 0},
+        "shards": {"train": [], "val": []},
+    }
     if state_path.exists():
         state = json.loads(state_path.read_text(encoding="utf-8"))
     writers = {
         part: ShardWriter(work, part, dtype, shard_tokens, state["shards"][part]) for part in SPLITS
     }
-    counts = dict.fromkeys(("train_bytes", "val_bytes"), 0)
+    counts = dict(state["bytes"])  # bytes of the items before the next batch
 
-    def save(piece: int, offset: int) -> None:
+    def save(item: int, offset: int, nbytes: Mapping[str, int]) -> None:
         shards = {part: writer.done for part, writer in writers.items()}
-        write_json(state_path, {"piece": piece, "offset": offset, "shards": shards})
+        record = {"item": item, "offset": offset, "bytes": dict(nbytes), "shards": shards}
+        write_json(state_path, record)
 
     resumed = writers["train"].tokens + writers["val"].tokens
     bar = tqdm(
@@ -295,36 +339,44 @@ def encode_to_shards(
         result, batch = pending.popleft()
         try:
             with profile.timing("wait"):
-                tokens, lengths = result.get()
+                tokens, lengths, group_bytes = result.get()
         except ValueError as err:
             if not batch.val or isinstance(err, DataError):
                 raise
             raise _val_encoding_error(err) from None
-        if batch.first == state["piece"] and state["offset"]:  # resuming inside this piece
+        resuming = batch.first == state["item"] and state["offset"]
+        if resuming:  # the first item's tokens up to the offset are in complete shards
             tokens, lengths = tokens[state["offset"] :], lengths.copy()
             lengths[0] -= state["offset"]
         part = "val" if batch.val else "train"
         if batch.val and writers["train"].close():
-            save(batch.first, 0)
+            save(batch.first, 0, counts)
         with profile.timing("write"):
             closed = writers[part].write(tokens)
         ends = np.cumsum(lengths)
-        for taken in closed:  # resume point: the piece holding the next token, and the offset
+        sizes = np.cumsum([0, *(group_bytes or batch.nbytes)])
+        for taken in closed:  # resume point: the item holding the next token, and the offset
             done = int(np.searchsorted(ends, taken, side="right"))
             offset = taken - (int(ends[done - 1]) if done else 0)
-            base = state["offset"] if batch.first == state["piece"] and done == 0 else 0
-            save(batch.first + done, offset + base)
+            base = state["offset"] if resuming and done == 0 else 0
+            save(
+                batch.first + done, offset + base, {**counts, part: counts[part] + int(sizes[done])}
+            )
+        counts[part] += int(sizes[-1])
         bar.update(len(tokens))
 
     try:
         with bar:
-            pending_batches = batches(split.pieces(), int(state["piece"]), counts)
+            if split.val is None:  # the validation cut needs every table group's size
+                with profile.timing("read"):
+                    split.measure(map if pool is None else partial(pool.imap, chunksize=4))
+            pending_batches = batches(split.items(), int(state["item"]))
             while True:
                 with profile.timing("read"):
                     batch = next(pending_batches, None)
                 if batch is None:
                     break
-                args = (batch.texts, batch.eots, dtype.name)
+                args = (batch.work(), dtype.name, split.max_chars)
                 if pool is None:
                     pending.append((_Inline(tokenizer, args), batch))
                 else:
@@ -345,4 +397,5 @@ def encode_to_shards(
         writer.close()
     shards = {part: writer.done for part, writer in writers.items()}
     tokens = {f"{part}_tokens": writer.tokens for part, writer in writers.items()}
-    return {**tokens, **counts, "shards": shards}
+    nbytes = {f"{part}_bytes": counts[part] for part in SPLITS}
+    return {**tokens, **nbytes, "shards": shards}

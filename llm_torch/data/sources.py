@@ -6,7 +6,8 @@ files, or ``hf:`` and a Hugging Face dataset (a ``save_to_disk`` folder, or a hu
 the ``datasets`` cache). A ``.jsonl`` file holds one document per line in its ``"text"`` field; a
 Parquet file or dataset one document per row in its text column (``text`` by default); any other
 file is one document. Files are ordered by path, so a corpus is the same sequence of documents
-everywhere. Parquet and Arrow files are read one record batch at a time, so memory stays flat.
+everywhere. Parquet and Arrow files are read one group (row group, record batch) at a time, so
+memory stays flat, and a group can be read by whichever process tokenizes it.
 
 To iterate all texts of a source: ``for text in resolve_source(source).texts(): ...``.
 
@@ -23,7 +24,7 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -32,13 +33,18 @@ from llm_torch.data import shakespeare
 from llm_torch.data.errors import DataError
 from llm_torch.data.tables import (
     TABLE_SUFFIXES,
+    TableGroup,
+    group_text_bytes,
+    group_texts,
     import_datasets,
     load_error,
-    read_table_texts,
     streamed_texts,
-    table_text_bytes,
+    table_groups,
     unreadable,
 )
+
+Mapper = Callable[[Callable[[TableGroup], int], Iterable[TableGroup]], Iterable[int]]
+"""``map`` or a drop-in for it, such as a process pool's ``imap``."""
 
 BUILTIN_CORPORA: tuple[str, ...] = ("shakespeare",)
 """Names that select a built-in corpus instead of a path."""
@@ -174,10 +180,11 @@ class Corpus:
     text_column: str = "text"
     stream: tuple[str, str | None, str] | None = None
 
-    def documents(self) -> Iterator[Iterator[str]]:
-        """Yields each document as a stream of text chunks, in corpus order.
+    def units(self) -> Iterator[TableGroup | Iterator[str]]:
+        """Yields the corpus in order: table groups unread, other documents as chunk streams.
 
-        Each document must be consumed before the next one is requested.
+        A group is only listed (from file metadata), so whoever tokenizes it reads it; each
+        document stream must be consumed before the next unit is requested.
 
         Raises:
             DataError: A file is unreadable or malformed (the message names it).
@@ -193,19 +200,52 @@ class Corpus:
                 for text in read_jsonl_texts(path):
                     yield iter((text,))
             elif suffix in TABLE_SUFFIXES:
-                for text in read_table_texts(path, self.text_column):
-                    yield iter((text,))
+                yield from table_groups(path, self.text_column)
             else:
                 yield read_text_chunks(path)
+
+    def documents(self) -> Iterator[Iterator[str]]:
+        """Yields each document as a stream of text chunks, in corpus order.
+
+        Each document must be consumed before the next one is requested.
+
+        Raises:
+            DataError: A file is unreadable or malformed (the message names it).
+        """
+        for unit in self.units():
+            if isinstance(unit, TableGroup):
+                for text in group_texts(unit):
+                    yield iter((text,))
+            else:
+                yield unit
 
     def texts(self) -> Iterator[str]:
         """Yields each document's whole text, in corpus order (e.g. to train a tokenizer)."""
         for chunks in self.documents():
             yield "".join(chunks)
 
-    def total_bytes(self) -> int:
-        """UTF-8 size of all documents: file sizes for plain text, a parsing pass otherwise."""
-        total = 0
+    def table_sizes(self, map_: Mapper = map) -> dict[TableGroup, int]:
+        """UTF-8 size of every table group's text; ``map_`` may spread the reading over processes.
+
+        Raises:
+            DataError: A table file is unreadable or lacks the text column.
+        """
+        groups = [
+            group
+            for path in self.files
+            if not self.builtin and path.suffix.lower() in TABLE_SUFFIXES
+            for group in table_groups(path, self.text_column)
+        ]
+        return dict(zip(groups, map_(group_text_bytes, groups), strict=True))
+
+    def total_bytes(self, table_sizes: Mapping[TableGroup, int] | None = None) -> int:
+        """UTF-8 size of all documents: file sizes for plain text, a parsing pass otherwise.
+
+        Args:
+            table_sizes: This corpus's table groups' sizes, when already measured
+                (``table_sizes``).
+        """
+        total = sum((self.table_sizes() if table_sizes is None else table_sizes).values())
         if self.stream is not None:  # one streamed pass: give a val_source to avoid it
             total += sum(len(text.encode("utf-8")) for text in self.texts())
         for path in self.files:
@@ -214,9 +254,7 @@ class Corpus:
                 total += len(shakespeare.read_play(path).encode("utf-8"))
             elif suffix == ".jsonl":
                 total += sum(len(text.encode("utf-8")) for text in read_jsonl_texts(path))
-            elif suffix in TABLE_SUFFIXES:
-                total += table_text_bytes(path, self.text_column)
-            else:
+            elif suffix not in TABLE_SUFFIXES:
                 total += path.stat().st_size
         return total
 

@@ -1,4 +1,4 @@
-"""The train/validation split of a corpus, as a stream of pieces ready to tokenize.
+"""The train/validation split of a corpus, as a stream of pieces and table groups to tokenize.
 
 Rule (nanoGPT's, so validation losses compare with nanoGPT's ``val.bin``, the last 10% of the
 text): the corpus is the ordered concatenation of its documents, and everything after byte offset
@@ -6,6 +6,11 @@ text): the corpus is the ordered concatenation of its documents, and everything 
 at the safe boundary (``boundaries``) nearest to it, so its two parts tokenize exactly as the whole
 document would, and each part ends with its own end-of-text token. With an explicit validation
 corpus (``val_source``) the whole source is training data instead.
+
+Table files (Parquet, Arrow) are streamed as groups, unread (``GroupItem``): the tokenizer
+process that encodes a group reads it and cuts its documents (``group_pieces``) exactly as the
+parent cuts any other document. Only the group that holds the validation cut is read here, to
+cut it; the other groups' sizes are measured first (``measure``, spread over the workers).
 """
 
 from collections.abc import Iterable, Iterator
@@ -16,7 +21,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from llm_torch.data.boundaries import nearest_cut, split_text
 from llm_torch.data.errors import DataError
-from llm_torch.data.sources import Corpus
+from llm_torch.data.sources import Corpus, Mapper
+from llm_torch.data.tables import TableGroup, group_texts
 
 MAX_PIECE_CHARS = 1 << 17
 """Characters per tokenizer call: large enough to amortise call overhead, small enough that the
@@ -39,6 +45,22 @@ class Piece(NamedTuple):
     val: bool
     eot: bool
     nbytes: int
+
+
+class GroupItem(NamedTuple):
+    """A table group wholly in one split, left for a tokenizer process to read and cut.
+
+    Attributes:
+        group: The group.
+        val: Whether it belongs to the validation split.
+    """
+
+    group: TableGroup
+    val: bool
+
+
+Item = Piece | GroupItem
+"""What a corpus split streams: text the parent read, or a group a worker reads."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +93,24 @@ def _utf8_size(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+def document_pieces(chunks: Iterable[str], val: bool, max_chars: int) -> Iterator[Piece]:
+    """A whole document's pieces, the last one followed by end-of-text."""
+    for text, last in _with_last(split_text(chunks, max_chars)):
+        yield Piece(text, val, last, _utf8_size(text))
+
+
+def group_pieces(item: GroupItem, max_chars: int) -> Iterator[Piece]:
+    """The pieces of every document of a group (read here: run by tokenizer processes).
+
+    Raises:
+        DataError: The file cannot be read.
+    """
+    for text in group_texts(item.group):
+        yield from document_pieces((text,), item.val, max_chars)
+
+
 class CorpusSplit:
-    """Streams a corpus as train then validation ``Piece`` s.
+    """Streams a corpus as train then validation items (``Piece`` s and ``GroupItem`` s).
 
     Args:
         train: The corpus (training data, plus validation when ``val`` is None).
@@ -98,7 +136,8 @@ class CorpusSplit:
         self.val_fraction = val_fraction
         self.max_chars = max_chars
         self.split_point: SplitPoint | None = None
-        """Where validation began in ``train``; set once ``pieces`` has passed it."""
+        """Where validation began in ``train``; set once ``items`` has passed it."""
+        self._table_sizes: dict[TableGroup, int] | None = None
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -110,6 +149,16 @@ class CorpusSplit:
             "max_chars": self.max_chars,
         }
 
+    def measure(self, map_: Mapper = map) -> None:
+        """Sizes the training corpus's table groups, once, for the validation cut.
+
+        Args:
+            map_: ``map`` or a process pool's ``imap``: sizing reads all the table text, so a
+                pool spreads it over every core.
+        """
+        if self._table_sizes is None:
+            self._table_sizes = self.train.table_sizes(map_)
+
     @cached_property
     def total_bytes(self) -> int:
         """UTF-8 size of all text, validation corpus included.
@@ -117,11 +166,13 @@ class CorpusSplit:
         Raises:
             DataError: The corpus (or validation corpus) holds no text.
         """
+        self.measure()
+        corpora = [(self.train, self._table_sizes)]
+        if self.val is not None:
+            corpora.append((self.val, None))
         total = 0
-        for corpus in (self.train, self.val):
-            if corpus is None:
-                continue
-            size = corpus.total_bytes()
+        for corpus, table_sizes in corpora:
+            size = corpus.total_bytes(table_sizes)
             if size == 0:
                 raise DataError(
                     f"The source {corpus.source!r} is empty: its {len(corpus.files)} file(s) hold "
@@ -130,36 +181,60 @@ class CorpusSplit:
             total += size
         return total
 
-    def pieces(self) -> Iterator[Piece]:
-        """Yields every piece, all training pieces first, in corpus order."""
+    def items(self) -> Iterator[Item]:
+        """Yields every piece or group, all training ones first, in corpus order.
+
+        Table groups wholly on one side of the validation cut are yielded unread; the one group
+        that holds the cut is read here and yielded as pieces, cut like any other document.
+        """
         if self.val is not None:
-            yield from self._corpus_pieces(self.train, val=False)
-            yield from self._corpus_pieces(self.val, val=True)
+            yield from self._corpus_items(self.train, val=False)
+            yield from self._corpus_items(self.val, val=True)
             return
         cut = int((1.0 - self.val_fraction) * self.total_bytes)
+        assert self._table_sizes is not None  # measured by total_bytes
         offset = 0  # bytes before the current piece
+        document = 0  # documents before the current one
         in_val = False
-        for document, chunks in enumerate(self.train.documents()):
-            done = 0  # characters of this document already yielded
-            for text, last in _with_last(split_text(chunks, self.max_chars)):
-                nbytes = _utf8_size(text)
-                if in_val or offset + nbytes <= cut:
-                    yield Piece(text, in_val, last, nbytes)
-                else:
-                    yield from self._cut(text, cut - offset, last, document, done)
-                    in_val = True
-                offset += nbytes
-                done += len(text)
+        for unit in self.train.units():
+            if isinstance(unit, TableGroup):
+                size = self._table_sizes[unit]
+                if in_val or offset + size <= cut:
+                    yield GroupItem(unit, in_val)
+                    offset += size
+                    document += unit.rows
+                    continue
+                docs: Iterable[Iterable[str]] = ((text,) for text in group_texts(unit))
+            else:
+                docs = (unit,)
+            for chunks in docs:
+                done = 0  # characters of this document already yielded
+                for text, last in _with_last(split_text(chunks, self.max_chars)):
+                    nbytes = _utf8_size(text)
+                    if in_val or offset + nbytes <= cut:
+                        yield Piece(text, in_val, last, nbytes)
+                    else:
+                        yield from self._cut(text, cut - offset, last, document, done)
+                        in_val = True
+                    offset += nbytes
+                    done += len(text)
+                document += 1
 
     def train_texts(self) -> Iterator[str]:
-        """Yields the training pieces' texts only (e.g. to learn a character vocabulary)."""
-        return (piece.text for piece in takewhile(lambda piece: not piece.val, self.pieces()))
+        """Yields the training text only (e.g. to learn a character vocabulary)."""
+        for item in takewhile(lambda item: not item.val, self.items()):
+            if isinstance(item, GroupItem):
+                yield from (piece.text for piece in group_pieces(item, self.max_chars))
+            else:
+                yield item.text
 
-    def _corpus_pieces(self, corpus: Corpus, val: bool) -> Iterator[Piece]:
-        """All pieces of ``corpus``, each document's last piece followed by end-of-text."""
-        for chunks in corpus.documents():
-            for text, last in _with_last(split_text(chunks, self.max_chars)):
-                yield Piece(text, val, last, _utf8_size(text))
+    def _corpus_items(self, corpus: Corpus, val: bool) -> Iterator[Item]:
+        """All of ``corpus``: its groups unread, the pieces of its other documents."""
+        for unit in corpus.units():
+            if isinstance(unit, TableGroup):
+                yield GroupItem(unit, val)
+            else:
+                yield from document_pieces(unit, val, self.max_chars)
 
     def _cut(
         self, text: str, cut_byte: int, last: bool, document: int, done: int

@@ -1,21 +1,20 @@
 """Documents stored as tables: Parquet files, Arrow files and Hugging Face datasets.
 
-One document per row, in a text column. Files are read one record batch at a time (Parquet: row
-group by row group), so memory stays flat whatever their size; ``datasets`` is imported only
-when a dataset is asked for, so text sources work without it.
+One document per row, in a text column. Files are read one group at a time (a Parquet row group,
+an Arrow record batch), so memory stays flat whatever their size, and a group can be read by any
+process from ``(path, index)`` alone: tokenizer processes read their own groups, so the parent
+process never handles table text. ``datasets`` is imported only when a dataset is asked for, so
+text sources work without it.
 """
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from llm_torch.data.errors import DataError
 
 TABLE_SUFFIXES: tuple[str, ...] = (".parquet", ".arrow")
 """Files read as tables, one document per row (``.arrow``: a ``datasets`` cache file)."""
-
-BATCH_ROWS = 1024
-"""Rows per record batch read from a table file."""
 
 
 def unreadable(path: Path, err: Exception, what: str = "read") -> DataError:
@@ -48,55 +47,118 @@ def _text_column(table: Any, path: Path, column: str) -> Any:
     return column
 
 
-def _record_batches(path: Path, column: str) -> Iterator[Any]:
-    """Streams the text column of a Parquet file or an Arrow (IPC stream) file, batch by batch.
+class TableGroup(NamedTuple):
+    """One row group of a Parquet file, or one record batch of an Arrow file.
 
-    Raises:
-        DataError: pyarrow is missing, the file cannot be read, or it lacks the text column.
+    The unit of work that tokenizer processes read themselves, so the parent never touches table
+    text: a few MB (FineWeb's files hold row groups of 1,000 documents), read whole.
+
+    Attributes:
+        path: The file.
+        number: The row group's (Parquet) or record batch's (Arrow) position in the file.
+        rows: Documents in it.
+        column: The text column.
+        offset: Byte offset of the record batch's message (Arrow; 0 for Parquet).
     """
+
+    path: Path
+    number: int
+    rows: int
+    column: str
+    offset: int = 0
+
+
+def _import_pyarrow(path: Path) -> Any:
+    """pyarrow, or a DataError saying how to install it."""
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow
+        import pyarrow.ipc
+        import pyarrow.parquet
     except ImportError:
         raise DataError(
             f"Reading {path} needs pyarrow. Fix: pip install 'llm-torch[data]'."
         ) from None
+    return pyarrow
+
+
+def table_groups(path: Path, column: str = "text") -> list[TableGroup]:
+    """Lists a table file's groups from its metadata (Parquet) or message headers (Arrow).
+
+    Raises:
+        DataError: pyarrow is missing, the file cannot be read, or it lacks the text column.
+    """
+    pa = _import_pyarrow(path)
     try:
         if path.suffix.lower() == ".parquet":
-            parquet = pq.ParquetFile(path)
+            parquet = pa.parquet.ParquetFile(path)
             _text_column(parquet.schema_arrow, path, column)
-            # One thread: the parent process reads while every core tokenizes.
-            batches = parquet.iter_batches(BATCH_ROWS, columns=[column], use_threads=False)
-            yield from batches
-        else:
-            with pa.memory_map(str(path)) as source:
-                reader = pa.ipc.open_stream(source)
-                _text_column(reader.schema, path, column)
-                for batch in reader:
-                    yield batch.select([column])
+            metadata = parquet.metadata
+            return [
+                TableGroup(path, index, metadata.row_group(index).num_rows, column)
+                for index in range(metadata.num_row_groups)
+            ]
+        groups: list[TableGroup] = []
+        with pa.memory_map(str(path)) as source:  # zero-copy: only headers are parsed
+            schema = pa.ipc.read_schema(pa.ipc.read_message(source))
+            _text_column(schema, path, column)
+            while True:
+                offset = source.tell()
+                try:
+                    message = pa.ipc.read_message(source)
+                except EOFError:
+                    return groups
+                rows = pa.ipc.read_record_batch(message, schema).num_rows
+                groups.append(TableGroup(path, len(groups), rows, column, offset))
     except (OSError, pa.ArrowException) as err:
         raise unreadable(path, err, "read the table file") from None
 
 
-def read_table_texts(path: Path, column: str = "text") -> Iterator[str]:
-    """Yields the text column of each row (a null is an empty document).
+def _group_column(group: TableGroup) -> Any:
+    """The text column of one group, as an Arrow array.
 
     Raises:
-        DataError: See ``_record_batches``.
+        DataError: pyarrow is missing or the file cannot be read.
     """
-    for batch in _record_batches(path, column):
-        for text in batch.column(0).to_pylist():
-            yield text or ""
+    pa = _import_pyarrow(group.path)
+    try:
+        if group.path.suffix.lower() == ".parquet":
+            parquet = pa.parquet.ParquetFile(group.path)
+            # One thread: every core is already a tokenizer process.
+            table = parquet.read_row_group(group.number, columns=[group.column], use_threads=False)
+            return table.column(0)
+        with pa.memory_map(str(group.path)) as source:
+            schema = pa.ipc.read_schema(pa.ipc.read_message(source))
+            source.seek(group.offset)
+            batch = pa.ipc.read_record_batch(pa.ipc.read_message(source), schema)
+            return batch.column(schema.get_field_index(group.column))
+    except (OSError, pa.ArrowException) as err:
+        raise unreadable(group.path, err, "read the table file") from None
 
 
-def table_text_bytes(path: Path, column: str = "text") -> int:
-    """UTF-8 size of a table file's text column, summed in Arrow (no Python strings)."""
+def group_texts(group: TableGroup) -> list[str]:
+    """The documents of one group (a null is an empty document).
+
+    Raises:
+        DataError: pyarrow is missing or the file cannot be read.
+    """
+    return [text or "" for text in _group_column(group).to_pylist()]
+
+
+def group_text_bytes(group: TableGroup) -> int:
+    """UTF-8 size of one group's documents, summed in Arrow (no Python strings)."""
     import pyarrow.compute as pc
 
-    total = 0
-    for batch in _record_batches(path, column):
-        total += pc.sum(pc.binary_length(batch.column(0))).as_py() or 0
-    return total
+    return pc.sum(pc.binary_length(_group_column(group))).as_py() or 0
+
+
+def read_table_texts(path: Path, column: str = "text") -> Iterator[str]:
+    """Yields the text column of each row, one group in memory at a time.
+
+    Raises:
+        DataError: See ``table_groups`` and ``group_texts``.
+    """
+    for group in table_groups(path, column):
+        yield from group_texts(group)
 
 
 def import_datasets(source: str) -> Any:

@@ -1,0 +1,139 @@
+"""Table groups (Parquet row groups, Arrow record batches) are read by the tokenizer processes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from data_helpers import words_text
+from test_data_scale import module, shard_bytes, write_jsonl, write_parquet
+
+from llm_torch.data import DataError, splits
+from llm_torch.data.tables import group_texts, table_groups
+
+DOCS = [words_text(80 + 29 * i, seed=i) for i in range(30)] + ["", "naïve café ☕ done\n"]
+
+
+def write_arrow(path: Path, texts: list[str | None], batch_rows: int) -> Path:
+    """An Arrow IPC stream file (the ``datasets`` cache format) of ``batch_rows``-row batches."""
+    table = pa.table({"n": list(range(len(texts))), "text": texts})
+    with pa.OSFile(str(path), "wb") as file, pa.ipc.new_stream(file, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            writer.write_batch(batch)
+    return path
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records the row group number of every group read in this process (not in workers)."""
+    reads: list[int] = []
+
+    def counted(group):  # type: ignore[no-untyped-def]
+        reads.append(group.number)
+        return group_texts(group)
+
+    monkeypatch.setattr(splits, "group_texts", counted)
+    return reads
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "gpt2"])
+def test_workers_read_the_groups_and_the_cache_equals_one_process_and_jsonl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tokenizer: str
+) -> None:
+    for i in range(4):
+        write_parquet(tmp_path / f"pq/{i}.parquet", DOCS[8 * i : 8 * i + 8], rows=3)
+    write_jsonl(tmp_path / "js/docs.jsonl", DOCS)
+    options = {"tokenizer": tokenizer, "shard_tokens": 900, "val_fraction": 0.3}
+    reads = count_reads(monkeypatch)
+    two = module(tmp_path / "pq", tmp_path / "two", num_proc=2, **options)
+    two.prepare_data()
+    # The parent read one group, the one holding the validation cut; the workers the other 11.
+    assert len(reads) == 1
+    meta = json.loads((two.cache_path / "meta.json").read_text())
+    one = module(tmp_path / "pq", tmp_path / "one", num_proc=1, **options)
+    one.prepare_data()
+    assert len(reads) == 1 + 12  # one process reads every group itself
+    reference = module(tmp_path / "js", tmp_path / "js-cache", num_proc=1, **options)
+    reference.prepare_data()
+    assert len(shard_bytes(two.cache_path)) > 4
+    assert shard_bytes(two.cache_path) == shard_bytes(one.cache_path)
+    assert shard_bytes(two.cache_path) == shard_bytes(reference.cache_path)
+    reference_meta = json.loads((reference.cache_path / "meta.json").read_text())
+    for key in ("train_tokens", "val_tokens", "train_bytes", "val_bytes", "split_point"):
+        assert meta[key] == reference_meta[key]
+    assert meta == json.loads((one.cache_path / "meta.json").read_text())
+
+
+@pytest.mark.parametrize(("fraction", "tokenizer"), [(0.05, "byte"), (0.5, "char"), (0.97, "byte")])
+def test_the_group_holding_the_cut_is_found_by_size(
+    tmp_path: Path, fraction: float, tokenizer: str
+) -> None:
+    # The split point is a (document, character) pair: the same for Parquet and JSON Lines; a
+    # char vocabulary is learned from the training groups' text (the accented document first).
+    docs = DOCS[::-1] if tokenizer == "char" else DOCS
+    for i in range(4):
+        write_parquet(tmp_path / f"pq/{i}.parquet", docs[8 * i : 8 * i + 8], rows=3)
+    write_jsonl(tmp_path / "js/docs.jsonl", docs)
+    found = [
+        module(tmp_path / folder, tmp_path / "cache", val_fraction=fraction, tokenizer=tokenizer)
+        for folder in ("pq", "js")
+    ]
+    for data in found:
+        data.prepare_data()
+    metas = [json.loads((d.cache_path / "meta.json").read_text()) for d in found]
+    assert metas[0]["split_point"] == metas[1]["split_point"]
+    assert metas[0]["vocab_size"] == metas[1]["vocab_size"]
+    assert shard_bytes(found[0].cache_path) == shard_bytes(found[1].cache_path)
+
+
+def test_interrupted_parquet_prepare_resumes_without_rereading_earlier_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(4):
+        write_parquet(tmp_path / f"src/{i}.parquet", DOCS[8 * i : 8 * i + 8], rows=2)
+    options = {"shard_tokens": 500, "num_proc": 1, "val_fraction": 0.2}
+    reference = module(tmp_path / "src", tmp_path / "reference", **options)
+    reference.prepare_data()
+    data = module(tmp_path / "src", tmp_path / "cache", **options)
+    encode_text = data.tokenizer.encode_to_numpy  # type: ignore[attr-defined]
+    encoded: list[int] = []
+
+    def crash_after_40k_chars(text: str) -> np.ndarray:
+        if sum(encoded) > 40_000:
+            raise KeyboardInterrupt
+        encoded.append(len(text))
+        return encode_text(text)
+
+    monkeypatch.setattr(data.tokenizer, "encode_to_numpy", crash_after_40k_chars)
+    with pytest.raises(KeyboardInterrupt):
+        data.prepare_data()
+    partial = tmp_path / "cache" / f".{data.cache_path.name}.partial"
+    progress = json.loads((partial / "progress.json").read_text())
+    assert len(progress["shards"]["train"]) >= 10 and progress["offset"] > 0
+    monkeypatch.setattr(data.tokenizer, "encode_to_numpy", encode_text)
+    reads = count_reads(monkeypatch)
+    data.prepare_data()
+    # Groups before the resume point were not read again; the resumed one and later ones were,
+    # and the parent read the one holding the validation cut.
+    groups = 16
+    assert progress["item"] > 5 and len(reads) <= groups - progress["item"] + 2
+    assert shard_bytes(data.cache_path) == shard_bytes(reference.cache_path)
+    meta = json.loads((data.cache_path / "meta.json").read_text())
+    assert meta == json.loads((reference.cache_path / "meta.json").read_text())  # bytes too
+
+
+def test_arrow_record_batches_are_groups_read_from_their_offsets(tmp_path: Path) -> None:
+    texts: list[str | None] = [f"document {i} " * (i + 1) for i in range(10)]
+    texts[4] = None  # a null is an empty document
+    path = write_arrow(tmp_path / "data.arrow", texts, batch_rows=3)
+    groups = table_groups(path)
+    assert [group.rows for group in groups] == [3, 3, 3, 1]
+    assert len({group.offset for group in groups}) == 4
+    for group in reversed(groups):  # any order: each is read from its own offset
+        start = 3 * group.number
+        assert group_texts(group) == [t or "" for t in texts[start : start + 3]]
+    with pytest.raises(DataError, match=r"data\.arrow has no column 'body' \(its columns: n, text"):
+        table_groups(path, "body")
+    path.write_bytes(path.read_bytes()[:-40])  # truncated in its last batch
+    with pytest.raises(DataError, match=r"Cannot read the table file .*data\.arrow.*Fix"):
+        table_groups(path)
