@@ -16,7 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_torch.data import shakespeare
-from llm_torch.data.boundaries import is_safe_boundary, nearest_cut, split_text
+from llm_torch.data.boundaries import (
+    first_safe_boundary,
+    is_safe_boundary,
+    last_safe_boundary,
+    nearest_cut,
+    split_text,
+)
 
 
 @pytest.fixture(scope="module", params=["tiny-bpe", "r50k_base"])
@@ -113,3 +119,12 @@ def test_nearest_cut_prefers_the_closest_safe_boundary_or_end() -> None:
     assert nearest_cut("abc,def", 3) == 0  # no safe boundary: nearest piece end
     assert nearest_cut("abc,def", 5) == 7
     assert nearest_cut("abc, def", 5) == 4
+
+
+@given(TEXT, st.integers(0, 40), st.integers(0, 40))
+def test_first_and_last_safe_boundary_are_the_extremes_of_a_brute_force_search(
+    text: str, lo: int, hi: int
+) -> None:
+    safe = [p for p in range(lo, hi) if is_safe_boundary(text, p)]
+    assert first_safe_boundary(text, lo, hi) == (safe[0] if safe else None)
+    assert last_safe_boundary(text, lo, hi) == (safe[-1] if safe else None)

@@ -6,7 +6,8 @@ import pytest
 from data_helpers import documents, write
 
 from llm_torch.data import DataError
-from llm_torch.data.sources import read_text_chunks, resolve_source
+from llm_torch.data.sources import resolve_source
+from llm_torch.data.textfiles import read_text_chunks
 
 
 def test_file_folder_and_glob_sources(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 Run ``python -m llm_torch.bench.data`` (``--help`` for options). It measures, for the built-in
 corpus and for synthetic corpora (default 200 MB, written to a temporary folder by repeating the
-plays in shuffled orders): a ``.txt`` case (10 MB single-document files) and a Parquet case
-(FineWeb-like rows of about 4 kB, 1,000 rows per row group, 100 MB files):
+plays in shuffled orders): a ``.txt`` case (10 MB single-document files), a Parquet case
+(FineWeb-like rows of about 4 kB, 1,000 rows per row group, 100 MB files) and a JSON Lines case
+(the same rows):
 
 - the full pipeline (``cache.build_cache``: read, decode, cut, tokenize in ``--num_proc``
   processes, write shards), with the GPT-2 tokenizer, once per ``--num_proc`` value, and the
@@ -29,9 +30,11 @@ benchmark, read together.
 """
 
 import argparse
+import json
 import pickle
 import random
 import resource
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -94,29 +97,45 @@ def write_synthetic_corpus(folder: Path, megabytes: int, seed: int = 0) -> Path:
     return folder
 
 
-def write_synthetic_parquet(folder: Path, megabytes: int, seed: int = 0) -> Path:
-    """Writes about ``megabytes`` MB of play text as Parquet rows of about ``DOC_BYTES`` each."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def synthetic_rows(megabytes: int, seed: int = 0) -> Iterator[list[str]]:
+    """Yields about ``megabytes`` MB of play text in lists of ``PARQUET_ROWS`` documents.
 
+    Each document is about ``DOC_BYTES`` (FineWeb's are a few kB); each list makes one file.
+    """
     plays = [shakespeare.read_play(path) for path in shakespeare.play_paths()]
     rng = random.Random(seed)
-    written = index = 0
+    written = 0
     rows: list[str] = []
-    while written < megabytes * 10**6:
+    while True:
         for play in rng.sample(plays, len(plays)):
             for start in range(0, len(play), DOC_BYTES):
                 rows.append(play[start : start + DOC_BYTES])
                 written += len(rows[-1].encode("utf-8"))
                 if len(rows) == PARQUET_ROWS or written >= megabytes * 10**6:
-                    table = pa.table({"text": rows})
-                    path = folder / f"part-{index:04d}.parquet"
-                    # No dictionary: the repeated plays would shrink to a dictionary that real
-                    # corpora (FineWeb) never have.
-                    pq.write_table(table, path, row_group_size=1000, use_dictionary=False)
-                    rows, index = [], index + 1
+                    yield rows
+                    rows = []
                 if written >= megabytes * 10**6:
-                    return folder
+                    return
+
+
+def write_synthetic_parquet(folder: Path, megabytes: int, seed: int = 0) -> Path:
+    """Writes ``synthetic_rows`` as Parquet files (row groups of 1,000, as FineWeb's)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for index, rows in enumerate(synthetic_rows(megabytes, seed)):
+        path = folder / f"part-{index:04d}.parquet"
+        # No dictionary: the repeated plays would shrink to a dictionary that real corpora
+        # (FineWeb) never have.
+        pq.write_table(pa.table({"text": rows}), path, row_group_size=1000, use_dictionary=False)
+    return folder
+
+
+def write_synthetic_jsonl(folder: Path, megabytes: int, seed: int = 0) -> Path:
+    """Writes ``synthetic_rows`` as JSON Lines files."""
+    for index, rows in enumerate(synthetic_rows(megabytes, seed)):
+        lines = "".join(json.dumps({"text": row}) + "\n" for row in rows)
+        (folder / f"part-{index:04d}.jsonl").write_text(lines, encoding="utf-8")
     return folder
 
 
@@ -152,7 +171,7 @@ def measure_pipeline(source: str, tokenizer_name: str, num_proc: int) -> dict[st
 def measure_parent(source: str, tokenizer_name: str, num_proc: int) -> dict[str, Any]:
     """Times the parent's serial work alone: the part that does not scale with processes.
 
-    It reads and cuts the text into batches (table groups: only lists them), pickles each
+    It reads and cuts the text into batches (file units: only lists them), pickles each
     batch's work as the pool would, unpickles a token array of the size a worker returns and
     writes shards. Tokenization is replaced by a zero array of one token per 3.3 bytes (GPT-2 on
     English), so this is the rate that ``num_proc`` workers can be fed at: the pipeline scales
@@ -161,14 +180,14 @@ def measure_parent(source: str, tokenizer_name: str, num_proc: int) -> dict[str,
     base = _peak_rss_mb()
     split = CorpusSplit(resolve_source(source), None, 0.1)
     _ = split.identity, split.total_bytes  # hashing and sizing happen once, before tokenizing
-    group_bytes = split.train.table_sizes()  # what workers report back for their groups
+    unit_bytes = split.train.unit_sizes()  # what workers report back for their units
     size = tokens = 0
     with tempfile.TemporaryDirectory() as tmp:
         writer = encode.ShardWriter(Path(tmp), "train", np.dtype(np.uint16), 10**8, [])
         start = time.perf_counter()
         for batch in encode.batches(split.items(), 0):
             pickle.loads(pickle.dumps(batch.work(), pickle.HIGHEST_PROTOCOL))
-            nbytes = sum(batch.nbytes) if batch.group is None else group_bytes[batch.group.group]
+            nbytes = sum(batch.nbytes) + sum(unit_bytes[item.unit][0] for item in batch.units)
             array = np.zeros(int(nbytes / 3.3), dtype=np.uint16)
             writer.write(pickle.loads(pickle.dumps(array, pickle.HIGHEST_PROTOCOL)))
             size += nbytes
@@ -277,6 +296,47 @@ def _row(name: str, what: str, result: dict[str, Any], reference: float | None) 
     )
 
 
+def _measure_scaling(
+    name: str,
+    source: str,
+    tokenizer: str,
+    counts: list[int],
+    repeats: int,
+    parent: dict[str, Any],
+) -> None:
+    """Runs the pipeline ``repeats`` times per process count, alternating, and prints the rows.
+
+    Then the median speed-up over one process (each round's pair ran under the same load) and how
+    many processes the parent alone could feed at one process's median speed.
+    """
+    rates: dict[int, list[float]] = {num_proc: [] for num_proc in counts}  # bytes/s
+    for _ in range(repeats):
+        for num_proc in counts:
+            if num_proc > 1:
+                capacity = measure_capacity(num_proc)
+                print(
+                    f"{'':<16} CPU capacity now: {num_proc} concurrent copies of one job run at "
+                    f"{capacity:.2f}x one copy's speed (the ceiling of this speed-up)"
+                )
+            result = _in_fresh_process(measure_pipeline, source, tokenizer, num_proc)
+            rates[num_proc].append(result["bytes"] / result["seconds"])
+            tokens_per_byte = result["tokens"] / result["bytes"]
+            single = rates[1][-1] * tokens_per_byte / 1e6 if 1 in rates else None
+            print(_row(name, f"pipeline num_proc={num_proc}", result, single), flush=True)
+    if 1 not in rates:
+        return
+    for num_proc in counts:
+        if num_proc != 1:
+            ratios = sorted(b / a for a, b in zip(rates[1], rates[num_proc], strict=True))
+            listed = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            print(
+                f"{'':<16} num_proc={num_proc}: median speed-up {statistics.median(ratios):.2f}x "
+                f"over num_proc=1 ({listed})"
+            )
+    feed = parent["bytes"] / parent["seconds"] / statistics.median(rates[1])
+    print(f"{'':<16} parent feeds ~{feed:.0f} processes at one process's median speed")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parses options, runs every measurement and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -291,11 +351,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cases",
         nargs="+",
-        choices=("shakespeare", "txt", "parquet"),
+        choices=("shakespeare", "txt", "jsonl", "parquet"),
         default=["shakespeare", "txt", "parquet"],
         help="corpora to measure",
     )
     parser.add_argument("--tokenizer", default="gpt2", help="tokenizer of the pipeline")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="pipeline runs per --num_proc value, alternating"
+    )
     parser.add_argument("--tmp", default=None, help="folder for the synthetic corpora")
     args = parser.parse_args(argv)
     print(f"CPUs: {available_cpus()}, piece size: {MAX_PIECE_CHARS} characters")
@@ -316,11 +379,12 @@ def main(argv: list[str] | None = None) -> None:
                     str(write_synthetic_corpus(folder, args.synthetic_mb)),
                 )
             )
-        if "parquet" in args.cases:
-            folder = Path(tmp) / "parquet"
-            folder.mkdir()
-            write_synthetic_parquet(folder, args.synthetic_mb)
-            corpora.append((f"{args.synthetic_mb}MB .parquet", str(folder)))
+        for kind, write in (("jsonl", write_synthetic_jsonl), ("parquet", write_synthetic_parquet)):
+            if kind in args.cases:
+                folder = Path(tmp) / kind
+                folder.mkdir()
+                write(folder, args.synthetic_mb)
+                corpora.append((f"{args.synthetic_mb}MB .{kind}", str(folder)))
         print(header)
         for name, source in corpora:
             if args.tokenizer in TIKTOKEN_ENCODINGS:
@@ -328,23 +392,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(_row(name, "tiktoken 1 thread", raw, None), flush=True)
             parent = _in_fresh_process(measure_parent, source, args.tokenizer, 1)
             print(_row(name, "parent alone (serial)", parent, None), flush=True)
-            single: float | None = None
-            for num_proc in args.num_proc:
-                if num_proc > 1:
-                    capacity = measure_capacity(num_proc)
-                    print(
-                        f"{'':<16} CPU capacity now: {num_proc} concurrent copies of one job run "
-                        f"at {capacity:.2f}x one copy's speed (the ceiling of this speed-up)"
-                    )
-                result = _in_fresh_process(measure_pipeline, source, args.tokenizer, num_proc)
-                result["num_proc"] = num_proc
-                speed = result["tokens"] / result["seconds"] / 1e6
-                print(_row(name, f"pipeline num_proc={num_proc}", result, single), flush=True)
-                single = speed if num_proc == 1 else single
-            if single:
-                feed = parent["bytes"] / parent["seconds"]
-                one = result["bytes"] / result["seconds"] / result["num_proc"]
-                print(f"{'':<16} parent feeds ~{feed / one:.0f} processes at this speed each")
+            _measure_scaling(name, source, args.tokenizer, args.num_proc, args.repeats, parent)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ regexes' ``\s``.) ``tests/test_data_boundaries.py`` checks this against all thre
 Byte and character tokenizers encode each character on its own, so any cut is safe for them.
 """
 
+import re
 from collections.abc import Iterable, Iterator
 
 
@@ -40,6 +41,8 @@ def is_safe_boundary(text: str, position: int) -> bool:
 def _candidates_backward(text: str, lo: int, hi: int) -> Iterator[int]:
     """Positions ``p`` in ``[lo, hi)`` at a space or just after a newline, from the last one."""
     lo = max(lo, 1)
+    if hi <= lo:  # an empty window (rfind would read a negative end from the back)
+        return
     space = text.rfind(" ", lo, hi)
     after_newline = text.rfind("\n", lo - 1, hi - 1) + 1  # 0 (< lo) when there is none
     while space >= lo or after_newline >= lo:
@@ -56,6 +59,18 @@ def last_safe_boundary(text: str, lo: int, hi: int) -> int | None:
     for position in _candidates_backward(text, lo, hi):
         if is_safe_boundary(text, position):
             return position
+    return None
+
+
+_CANDIDATE = re.compile(r"(?= )|(?<=\n)")
+"""Positions at a space or just after a newline: where a safe boundary can be."""
+
+
+def first_safe_boundary(text: str, lo: int, hi: int) -> int | None:
+    """Returns the smallest safe boundary ``p`` with ``lo <= p < hi``, or None."""
+    for match in _CANDIDATE.finditer(text, max(lo, 1), hi):
+        if match.start() < hi and is_safe_boundary(text, match.start()):
+            return match.start()
     return None
 
 

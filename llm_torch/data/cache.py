@@ -13,8 +13,9 @@ for any ``num_proc``, and memory stays flat whatever the corpus size.
 
 Writes are atomic and resumable: shards are written into ``.<name>.partial`` next to the final
 folder, each one renamed into place once complete and fsynced, followed by ``progress.json`` (the
-piece and token offset where the next shard starts). An interrupted prepare resumes from the last
-complete shard: it re-reads the text before that point without tokenizing it. The finished folder
+item and token offset where the next shard starts). An interrupted prepare resumes from the last
+complete shard: file units before that point are skipped unread (other documents are re-read,
+not tokenized). The finished folder
 is renamed to its final name last, so a folder under the final name is always complete (and is
 still checked against ``meta.json``). Bad input (a ``DataError``) removes the partial folder.
 

@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from llm_torch.data.errors import DataError
 from llm_torch.data.shards import HEADER_BYTES, header
-from llm_torch.data.splits import CorpusSplit, GroupItem, Item, group_pieces
+from llm_torch.data.splits import CorpusSplit, Item, Piece, UnitItem, unit_pieces
+from llm_torch.data.tables import TableGroup
 from llm_torch.tokenizer import Tokenizer
 
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -168,11 +169,15 @@ def encode_batch(
     return tokens, lengths
 
 
+Work = tuple[list[str], list[bool]] | list[UnitItem]
+"""What a worker is sent: texts with their end-of-text flags, or file units to read itself."""
+
+
 class _Batch(NamedTuple):
     """Items sent to a worker together, all of one split, from item ``first`` on.
 
     Either pieces the parent read (``texts``, ``eots``; their sizes ``nbytes`` stay in the
-    parent) or one table group (``group``) that the worker reads; its size comes back with its
+    parent) or file units (``units``) that the worker reads; their sizes come back with their
     tokens.
     """
 
@@ -181,67 +186,79 @@ class _Batch(NamedTuple):
     texts: list[str]
     eots: list[bool]
     nbytes: list[int]
-    group: GroupItem | None = None
+    units: list[UnitItem]
 
-    def work(self) -> tuple[list[str], list[bool]] | GroupItem:
-        """What a worker needs: the texts and end-of-text flags, or the group."""
-        return (self.texts, self.eots) if self.group is None else self.group
+    def work(self) -> Work:
+        """What a worker needs: the texts and end-of-text flags, or the units."""
+        return self.units if self.units else (self.texts, self.eots)
 
 
 Encoded = tuple[npt.NDArray[Any], npt.NDArray[np.int64], list[int]]
-"""A batch's tokens, each item's token count, and a group's UTF-8 size (empty for pieces)."""
+"""A batch's tokens, each item's token count, and each unit's UTF-8 size (empty for pieces)."""
 
 
-def encode_work(
-    tokenizer: Tokenizer, work: tuple[list[str], list[bool]] | GroupItem, dtype: str, max_chars: int
-) -> Encoded:
-    """Encodes a batch's work; a group is read and cut into pieces here first (one item)."""
-    if not isinstance(work, GroupItem):
+def encode_work(tokenizer: Tokenizer, work: Work, dtype: str, max_chars: int) -> Encoded:
+    """Encodes a batch's work; units are read and cut into pieces here first (an item each)."""
+    if isinstance(work, tuple):
         return (*encode_batch(tokenizer, *work, dtype), [])
-    pieces = list(group_pieces(work, max_chars))
-    texts = [piece.text for piece in pieces]
-    tokens, _ = encode_batch(tokenizer, texts, [piece.eot for piece in pieces], dtype)
-    return tokens, np.array([len(tokens)]), [sum(piece.nbytes for piece in pieces)]
+    parts, lengths, sizes = [], [], []
+    for item in work:
+        pieces = list(unit_pieces(item, max_chars))
+        texts = [piece.text for piece in pieces]
+        tokens, _ = encode_batch(tokenizer, texts, [piece.eot for piece in pieces], dtype)
+        parts.append(tokens)
+        lengths.append(len(tokens))
+        sizes.append(sum(piece.nbytes for piece in pieces))
+    return np.concatenate(parts), np.array(lengths, dtype=np.int64), sizes
 
 
-def _encode_in_worker(
-    work: tuple[list[str], list[bool]] | GroupItem, dtype: str, max_chars: int
-) -> Encoded:
+def _encode_in_worker(work: Work, dtype: str, max_chars: int) -> Encoded:
     """``encode_work`` with the worker's own tokenizer."""
     assert _worker_tokenizer is not None
     return encode_work(_worker_tokenizer, work, dtype, max_chars)
 
 
-def batches(items: Iterator[Item], resume: int) -> Iterator[_Batch]:
-    """Groups pieces into batches of about ``BATCH_CHARS``, of one split each; a group alone.
+def _span(item: Item) -> int:
+    """About how many bytes of text an item holds (a table group counts as a whole batch)."""
+    if isinstance(item, UnitItem):
+        unit = item.unit
+        return BATCH_CHARS if isinstance(unit, TableGroup) else unit.stop - unit.start
+    return len(item.text)
 
-    Items before ``resume`` are skipped (their tokens are in complete shards; the groups among
+
+def batches(items: Iterator[Item], resume: int) -> Iterator[_Batch]:
+    """Groups consecutive items of one split and kind into batches of about ``BATCH_CHARS``.
+
+    Items before ``resume`` are skipped (their tokens are in complete shards; the units among
     them are never read), and a batch starts at ``resume`` so that its first item is the one to
     resume in.
     """
-    texts: list[str] = []
-    eots: list[bool] = []
-    nbytes: list[int] = []
+    batch: list[Item] = []
     first = resume
     size = 0
-    val = False
     for index, item in enumerate(items):
         if index < resume:
             continue
-        if texts and (isinstance(item, GroupItem) or item.val != val or size >= BATCH_CHARS):
-            yield _Batch(first, val, texts, eots, nbytes)
-            texts, eots, nbytes, size = [], [], [], 0
-        if isinstance(item, GroupItem):
-            yield _Batch(index, item.val, [], [], [], item)
-            continue
-        if not texts:
-            first, val = index, item.val
-        texts.append(item.text)
-        eots.append(item.eot)
-        nbytes.append(item.nbytes)
-        size += len(item.text)
-    if texts:
-        yield _Batch(first, val, texts, eots, nbytes)
+        if batch and (
+            type(item) is not type(batch[0]) or item.val != batch[0].val or size >= BATCH_CHARS
+        ):
+            yield _batch(first, batch)
+            batch, size = [], 0
+        if not batch:
+            first = index
+        batch.append(item)
+        size += _span(item)
+    if batch:
+        yield _batch(first, batch)
+
+
+def _batch(first: int, items: list[Item]) -> _Batch:
+    """A batch of items of one kind and split."""
+    pieces = [item for item in items if isinstance(item, Piece)]
+    units = [item for item in items if isinstance(item, UnitItem)]
+    texts = [piece.text for piece in pieces]
+    eots = [piece.eot for piece in pieces]
+    return _Batch(first, items[0].val, texts, eots, [piece.nbytes for piece in pieces], units)
 
 
 def _val_encoding_error(err: ValueError) -> DataError:
@@ -300,6 +317,7 @@ def encode_to_shards(
             learned char vocabulary.
     """
     dtype = token_dtype(tokenizer.vocab_size)
+    split.list_units()  # before forking: the workers inherit the listing and pyarrow
     state_path = work / "progress.json"
     state: dict[str, Any] = {
         "item": 0,
@@ -339,7 +357,7 @@ def encode_to_shards(
         result, batch = pending.popleft()
         try:
             with profile.timing("wait"):
-                tokens, lengths, group_bytes = result.get()
+                tokens, lengths, unit_bytes = result.get()
         except ValueError as err:
             if not batch.val or isinstance(err, DataError):
                 raise
@@ -354,7 +372,7 @@ def encode_to_shards(
         with profile.timing("write"):
             closed = writers[part].write(tokens)
         ends = np.cumsum(lengths)
-        sizes = np.cumsum([0, *(group_bytes or batch.nbytes)])
+        sizes = np.cumsum([0, *(unit_bytes or batch.nbytes)])
         for taken in closed:  # resume point: the item holding the next token, and the offset
             done = int(np.searchsorted(ends, taken, side="right"))
             offset = taken - (int(ends[done - 1]) if done else 0)
@@ -367,7 +385,7 @@ def encode_to_shards(
 
     try:
         with bar:
-            if split.val is None:  # the validation cut needs every table group's size
+            if split.val is None:  # the validation cut needs every unit's size
                 with profile.timing("read"):
                     split.measure(map if pool is None else partial(pool.imap, chunksize=4))
             pending_batches = batches(split.items(), int(state["item"]))

@@ -6,25 +6,23 @@ files, or ``hf:`` and a Hugging Face dataset (a ``save_to_disk`` folder, or a hu
 the ``datasets`` cache). A ``.jsonl`` file holds one document per line in its ``"text"`` field; a
 Parquet file or dataset one document per row in its text column (``text`` by default); any other
 file is one document. Files are ordered by path, so a corpus is the same sequence of documents
-everywhere. Parquet and Arrow files are read one group (row group, record batch) at a time, so
-memory stays flat, and a group can be read by whichever process tokenizes it.
+everywhere. Files are read a bounded part at a time, so memory stays flat.
 
 To iterate all texts of a source: ``for text in resolve_source(source).texts(): ...``.
 
 Over 300 lines on purpose: every source form (built-in, file, folder, glob, ``hf:``) resolves
-through one rule into one ``Corpus``, next to the strict text readers it uses.
+through one rule into one ``Corpus``, which lists, measures and reads its files.
 
-Text is decoded as strict UTF-8 (a leading byte-order mark is dropped): a file with invalid bytes
-is an error naming the file and byte offset rather than a silent replacement, because replaced
-characters would be trained on and would change the cache without any visible sign.
+Every file is described as units that any process can read on its own (``Unit``: Parquet row
+groups, Arrow record batches, byte ranges of text and JSON Lines files, see ``tables`` and
+``textfiles``), so tokenizer processes read the corpus themselves.
 """
 
-import codecs
 import glob
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,17 +32,38 @@ from llm_torch.data.errors import DataError
 from llm_torch.data.tables import (
     TABLE_SUFFIXES,
     TableGroup,
-    group_text_bytes,
-    group_texts,
     import_datasets,
     load_error,
     streamed_texts,
     table_groups,
     unreadable,
 )
+from llm_torch.data.textfiles import (
+    READ_BYTES,
+    JsonlRange,
+    TextRange,
+    jsonl_ranges,
+    read_jsonl_texts,
+    read_text_chunks,
+    text_ranges,
+)
 
-Mapper = Callable[[Callable[[TableGroup], int], Iterable[TableGroup]], Iterable[int]]
+Unit = TableGroup | TextRange | JsonlRange
+"""A part of a file that any process reads on its own from its description: a Parquet row group,
+an Arrow record batch, or a byte range of a text or JSON Lines file. Each has ``texts()``,
+``measure()`` (bytes, documents ended), ``chars_before()`` and ``ends_document``."""
+
+Sizes = dict[Unit, tuple[int, int]]
+"""Each unit's UTF-8 size and the number of documents it ends (``measure``)."""
+
+Mapper = Callable[[Callable[[Unit], tuple[int, int]], Iterable[Unit]], Iterable[tuple[int, int]]]
 """``map`` or a drop-in for it, such as a process pool's ``imap``."""
+
+
+def measure_unit(unit: Unit) -> tuple[int, int]:
+    """``unit.measure()``, as a function a process pool can run."""
+    return unit.measure()
+
 
 BUILTIN_CORPORA: tuple[str, ...] = ("shakespeare",)
 """Names that select a built-in corpus instead of a path."""
@@ -52,86 +71,12 @@ BUILTIN_CORPORA: tuple[str, ...] = ("shakespeare",)
 SUFFIXES: tuple[str, ...] = (".txt", ".md", ".jsonl", ".parquet")
 """File types collected from folders and globs."""
 
-READ_BYTES = 1 << 20
-"""Bytes read per step when streaming a file: memory stays flat whatever the file size."""
-
 SAMPLE_ABOVE = 1 << 30
 """Files larger than this are fingerprinted from their size and first and last ``SAMPLE_BYTES``
 instead of every byte: hashing a 100B-token corpus on every rank of every run would take longer
 than loading it, and dataset files (Parquet keeps its row-group index at the end) change there."""
 
 SAMPLE_BYTES = 1 << 25
-
-
-def _utf8_error(path: Path, offset: int, err: UnicodeDecodeError) -> DataError:
-    """Builds the error for invalid UTF-8, naming the file, the byte offset and the fix."""
-    bad = err.object[err.start : err.end]
-    return DataError(
-        f"{path} is not valid UTF-8: byte {bytes(bad)!r} at byte offset {offset} ({err.reason}). "
-        "Fix: convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.txt > out.txt`) or "
-        "remove it from the source."
-    )
-
-
-def read_text_chunks(path: Path, read_bytes: int = READ_BYTES) -> Iterator[str]:
-    """Streams a text file as decoded chunks of about ``read_bytes`` bytes.
-
-    Raises:
-        DataError: The file is not valid UTF-8 (the message gives the byte offset).
-    """
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    offset = 0  # bytes of the file passed to the decoder so far
-    first = True
-    with path.open("rb") as file:
-        while True:
-            data = file.read(read_bytes)
-            pending = len(decoder.getstate()[0])  # undecoded tail of the previous read
-            try:
-                text = decoder.decode(data, final=not data)
-            except UnicodeDecodeError as err:
-                raise _utf8_error(path, offset - pending + err.start, err) from None
-            offset += len(data)
-            if first and text:
-                text = text.removeprefix("\ufeff")
-                first = False
-            if text:
-                yield text
-            if not data:
-                return
-
-
-def read_jsonl_texts(path: Path) -> Iterator[str]:
-    """Yields the ``"text"`` field of each non-blank line of a JSON Lines file.
-
-    Raises:
-        DataError: Invalid UTF-8, invalid JSON, or a line without a ``"text"`` string; the message
-            names the file and line.
-    """
-    offset = 0
-    with path.open("rb") as file:
-        for line_number, raw in enumerate(file, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise _utf8_error(path, offset + err.start, err) from None
-            offset += len(raw)
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{path}, line {line_number}: not valid JSON ({err.msg}). Fix: write one JSON "
-                    'object per line, like {"text": "..."}.'
-                ) from None
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise DataError(
-                    f'{path}, line {line_number}: no "text" string field. Fix: every line of a '
-                    '.jsonl source must be a JSON object with the document in "text", like '
-                    '{"text": "..."}.'
-                )
-            yield text
 
 
 def _file_digest(path: Path) -> str:
@@ -180,11 +125,49 @@ class Corpus:
     text_column: str = "text"
     stream: tuple[str, str | None, str] | None = None
 
-    def units(self) -> Iterator[TableGroup | Iterator[str]]:
-        """Yields the corpus in order: table groups unread, other documents as chunk streams.
+    @cached_property
+    def file_units(self) -> dict[Path, list[Unit]]:
+        """Each file's units, listed once (from Parquet footers and small probes of text).
 
-        A group is only listed (from file metadata), so whoever tokenizes it reads it; each
-        document stream must be consumed before the next unit is requested.
+        Raises:
+            DataError: A file is unreadable or malformed (the message names it).
+        """
+        if self.builtin:
+            return {}
+        units: dict[Path, list[Unit]] = {}
+        for path in self.files:
+            suffix = path.suffix.lower()
+            if suffix == ".jsonl":
+                units[path] = list(jsonl_ranges(path))
+            elif suffix in TABLE_SUFFIXES:
+                units[path] = list(table_groups(path, self.text_column))
+            else:
+                units[path] = list(text_ranges(path))
+        return units
+
+    def units(self) -> Iterator[Unit | Iterator[str]]:
+        """Yields the corpus in order: file units unread, other documents as chunk streams.
+
+        A unit is only described, so whoever tokenizes it reads it. Streamed datasets and the
+        built-in plays (cleaned on reading) come as whole documents, each to be consumed before
+        the next unit is requested.
+
+        Raises:
+            DataError: A file is unreadable or malformed (the message names it).
+        """
+        if self.stream is not None:
+            for text in streamed_texts(*self.stream, self.text_column):
+                yield iter((text,))
+        for path in self.files:
+            if self.builtin:
+                yield iter((shakespeare.read_play(path),))
+            else:
+                yield from self.file_units[path]
+
+    def documents(self) -> Iterator[Iterator[str]]:
+        """Yields each document as a stream of text chunks, in corpus order.
+
+        Each document must be consumed before the next one is requested.
 
         Raises:
             DataError: A file is unreadable or malformed (the message names it).
@@ -197,65 +180,42 @@ class Corpus:
             if self.builtin:
                 yield iter((shakespeare.read_play(path),))
             elif suffix == ".jsonl":
-                for text in read_jsonl_texts(path):
-                    yield iter((text,))
+                yield from (iter((text,)) for text in read_jsonl_texts(path))
             elif suffix in TABLE_SUFFIXES:
-                yield from table_groups(path, self.text_column)
+                for group in self.file_units[path]:
+                    yield from (iter((text,)) for text in group.texts())
             else:
                 yield read_text_chunks(path)
-
-    def documents(self) -> Iterator[Iterator[str]]:
-        """Yields each document as a stream of text chunks, in corpus order.
-
-        Each document must be consumed before the next one is requested.
-
-        Raises:
-            DataError: A file is unreadable or malformed (the message names it).
-        """
-        for unit in self.units():
-            if isinstance(unit, TableGroup):
-                for text in group_texts(unit):
-                    yield iter((text,))
-            else:
-                yield unit
 
     def texts(self) -> Iterator[str]:
         """Yields each document's whole text, in corpus order (e.g. to train a tokenizer)."""
         for chunks in self.documents():
             yield "".join(chunks)
 
-    def table_sizes(self, map_: Mapper = map) -> dict[TableGroup, int]:
-        """UTF-8 size of every table group's text; ``map_`` may spread the reading over processes.
+    def unit_sizes(self, map_: Mapper = map) -> Sizes:
+        """Measures every file unit; ``map_`` may spread the reading over processes.
+
+        Text ranges are sized without reading; JSON Lines and table units are parsed.
 
         Raises:
-            DataError: A table file is unreadable or lacks the text column.
+            DataError: A file is unreadable or malformed.
         """
-        groups = [
-            group
-            for path in self.files
-            if not self.builtin and path.suffix.lower() in TABLE_SUFFIXES
-            for group in table_groups(path, self.text_column)
-        ]
-        return dict(zip(groups, map_(group_text_bytes, groups), strict=True))
+        units = [unit for path in self.files for unit in self.file_units.get(path, [])]
+        return dict(zip(units, map_(measure_unit, units), strict=True))
 
-    def total_bytes(self, table_sizes: Mapping[TableGroup, int] | None = None) -> int:
-        """UTF-8 size of all documents: file sizes for plain text, a parsing pass otherwise.
+    def total_bytes(self, sizes: Sizes | None = None) -> int:
+        """UTF-8 size of all documents.
 
         Args:
-            table_sizes: This corpus's table groups' sizes, when already measured
-                (``table_sizes``).
+            sizes: This corpus's unit sizes, when already measured (``unit_sizes``).
         """
-        total = sum((self.table_sizes() if table_sizes is None else table_sizes).values())
+        total = sum(
+            nbytes for nbytes, _ in (self.unit_sizes() if sizes is None else sizes).values()
+        )
         if self.stream is not None:  # one streamed pass: give a val_source to avoid it
             total += sum(len(text.encode("utf-8")) for text in self.texts())
-        for path in self.files:
-            suffix = path.suffix.lower()
-            if self.builtin:
-                total += len(shakespeare.read_play(path).encode("utf-8"))
-            elif suffix == ".jsonl":
-                total += sum(len(text.encode("utf-8")) for text in read_jsonl_texts(path))
-            elif suffix not in TABLE_SUFFIXES:
-                total += path.stat().st_size
+        if self.builtin:
+            total += sum(len(shakespeare.read_play(path).encode("utf-8")) for path in self.files)
         return total
 
     @cached_property

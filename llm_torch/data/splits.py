@@ -7,10 +7,11 @@ at the safe boundary (``boundaries``) nearest to it, so its two parts tokenize e
 document would, and each part ends with its own end-of-text token. With an explicit validation
 corpus (``val_source``) the whole source is training data instead.
 
-Table files (Parquet, Arrow) are streamed as groups, unread (``GroupItem``): the tokenizer
-process that encodes a group reads it and cuts its documents (``group_pieces``) exactly as the
-parent cuts any other document. Only the group that holds the validation cut is read here, to
-cut it; the other groups' sizes are measured first (``measure``, spread over the workers).
+Files are streamed as units, unread (``UnitItem``: Parquet row groups, Arrow record batches,
+byte ranges of text and JSON Lines files): the tokenizer process that encodes a unit reads it and
+cuts its documents (``unit_pieces``) exactly as the parent cuts any other document. Only the unit
+that holds the validation cut is read here, to cut it; the units' sizes are measured first
+(``measure``, spread over the workers; text ranges need no reading).
 """
 
 from collections.abc import Iterable, Iterator
@@ -21,8 +22,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from llm_torch.data.boundaries import nearest_cut, split_text
 from llm_torch.data.errors import DataError
-from llm_torch.data.sources import Corpus, Mapper
-from llm_torch.data.tables import TableGroup, group_texts
+from llm_torch.data.sources import Corpus, Mapper, Sizes, Unit
 
 MAX_PIECE_CHARS = 1 << 17
 """Characters per tokenizer call: large enough to amortise call overhead, small enough that the
@@ -47,20 +47,20 @@ class Piece(NamedTuple):
     nbytes: int
 
 
-class GroupItem(NamedTuple):
-    """A table group wholly in one split, left for a tokenizer process to read and cut.
+class UnitItem(NamedTuple):
+    """A file unit wholly in one split, left for a tokenizer process to read and cut.
 
     Attributes:
-        group: The group.
+        unit: The unit (a table group, or a range of a text or JSON Lines file).
         val: Whether it belongs to the validation split.
     """
 
-    group: TableGroup
+    unit: Unit
     val: bool
 
 
-Item = Piece | GroupItem
-"""What a corpus split streams: text the parent read, or a group a worker reads."""
+Item = Piece | UnitItem
+"""What a corpus split streams: text the parent read, or a unit a worker reads."""
 
 
 @dataclass(frozen=True)
@@ -93,24 +93,28 @@ def _utf8_size(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
-def document_pieces(chunks: Iterable[str], val: bool, max_chars: int) -> Iterator[Piece]:
-    """A whole document's pieces, the last one followed by end-of-text."""
+def document_pieces(
+    chunks: Iterable[str], val: bool, max_chars: int, ends: bool = True
+) -> Iterator[Piece]:
+    """A document's pieces, the last followed by end-of-text if ``ends`` (it ends there)."""
     for text, last in _with_last(split_text(chunks, max_chars)):
-        yield Piece(text, val, last, _utf8_size(text))
+        yield Piece(text, val, last and ends, _utf8_size(text))
 
 
-def group_pieces(item: GroupItem, max_chars: int) -> Iterator[Piece]:
-    """The pieces of every document of a group (read here: run by tokenizer processes).
+def unit_pieces(item: UnitItem, max_chars: int) -> Iterator[Piece]:
+    """The pieces of a unit's documents (read here: run by tokenizer processes).
 
     Raises:
-        DataError: The file cannot be read.
+        DataError: The file cannot be read or is malformed.
     """
-    for text in group_texts(item.group):
-        yield from document_pieces((text,), item.val, max_chars)
+    texts = item.unit.texts()
+    for index, text in enumerate(texts):
+        ends = index < len(texts) - 1 or item.unit.ends_document
+        yield from document_pieces((text,), item.val, max_chars, ends)
 
 
 class CorpusSplit:
-    """Streams a corpus as train then validation items (``Piece`` s and ``GroupItem`` s).
+    """Streams a corpus as train then validation items (``Piece`` s and ``UnitItem`` s).
 
     Args:
         train: The corpus (training data, plus validation when ``val`` is None).
@@ -137,7 +141,7 @@ class CorpusSplit:
         self.max_chars = max_chars
         self.split_point: SplitPoint | None = None
         """Where validation began in ``train``; set once ``items`` has passed it."""
-        self._table_sizes: dict[TableGroup, int] | None = None
+        self._sizes: Sizes | None = None
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -149,15 +153,28 @@ class CorpusSplit:
             "max_chars": self.max_chars,
         }
 
+    def list_units(self) -> None:
+        """Lists every file's units now (cached).
+
+        Before forking workers, so that they inherit the listing and the readers it imported
+        (pyarrow) instead of loading them each.
+
+        Raises:
+            DataError: A file is unreadable or malformed (the message names it).
+        """
+        for corpus in (self.train, self.val):
+            if corpus is not None:
+                _ = corpus.file_units
+
     def measure(self, map_: Mapper = map) -> None:
-        """Sizes the training corpus's table groups, once, for the validation cut.
+        """Sizes the training corpus's units, once, for the validation cut.
 
         Args:
-            map_: ``map`` or a process pool's ``imap``: sizing reads all the table text, so a
-                pool spreads it over every core.
+            map_: ``map`` or a process pool's ``imap``: sizing parses JSON Lines and reads
+                table text, so a pool spreads it over every core.
         """
-        if self._table_sizes is None:
-            self._table_sizes = self.train.table_sizes(map_)
+        if self._sizes is None:
+            self._sizes = self.train.unit_sizes(map_)
 
     @cached_property
     def total_bytes(self) -> int:
@@ -167,12 +184,12 @@ class CorpusSplit:
             DataError: The corpus (or validation corpus) holds no text.
         """
         self.measure()
-        corpora = [(self.train, self._table_sizes)]
+        corpora = [(self.train, self._sizes)]
         if self.val is not None:
             corpora.append((self.val, None))
         total = 0
-        for corpus, table_sizes in corpora:
-            size = corpus.total_bytes(table_sizes)
+        for corpus, sizes in corpora:
+            size = corpus.total_bytes(sizes)
             if size == 0:
                 raise DataError(
                     f"The source {corpus.source!r} is empty: its {len(corpus.files)} file(s) hold "
@@ -182,57 +199,61 @@ class CorpusSplit:
         return total
 
     def items(self) -> Iterator[Item]:
-        """Yields every piece or group, all training ones first, in corpus order.
+        """Yields every piece or unit, all training ones first, in corpus order.
 
-        Table groups wholly on one side of the validation cut are yielded unread; the one group
-        that holds the cut is read here and yielded as pieces, cut like any other document.
+        Units wholly on one side of the validation cut are yielded unread; the one unit that
+        holds the cut is read here and yielded as pieces, cut like any other document.
         """
         if self.val is not None:
             yield from self._corpus_items(self.train, val=False)
             yield from self._corpus_items(self.val, val=True)
             return
         cut = int((1.0 - self.val_fraction) * self.total_bytes)
-        assert self._table_sizes is not None  # measured by total_bytes
+        assert self._sizes is not None  # measured by total_bytes
         offset = 0  # bytes before the current piece
         document = 0  # documents before the current one
         in_val = False
         for unit in self.train.units():
-            if isinstance(unit, TableGroup):
-                size = self._table_sizes[unit]
+            docs: list[Iterable[str]]
+            if isinstance(unit, Unit):
+                size, ended = self._sizes[unit]
                 if in_val or offset + size <= cut:
-                    yield GroupItem(unit, in_val)
+                    yield UnitItem(unit, in_val)
                     offset += size
-                    document += unit.rows
+                    document += ended
                     continue
-                docs: Iterable[Iterable[str]] = ((text,) for text in group_texts(unit))
+                docs = [(text,) for text in unit.texts()]  # the unit holding the cut
+                # Characters of its document before it; whether its last text ends a document.
+                done, ends_last = unit.chars_before(), unit.ends_document
             else:
-                docs = (unit,)
-            for chunks in docs:
-                done = 0  # characters of this document already yielded
+                docs, done, ends_last = [unit], 0, True  # a whole document, read here
+            for index, chunks in enumerate(docs):
+                ends = index < len(docs) - 1 or ends_last
                 for text, last in _with_last(split_text(chunks, self.max_chars)):
                     nbytes = _utf8_size(text)
                     if in_val or offset + nbytes <= cut:
-                        yield Piece(text, in_val, last, nbytes)
+                        yield Piece(text, in_val, last and ends, nbytes)
                     else:
-                        yield from self._cut(text, cut - offset, last, document, done)
+                        yield from self._cut(text, cut - offset, last and ends, document, done)
                         in_val = True
                     offset += nbytes
                     done += len(text)
-                document += 1
+                document += ends
+                done = 0
 
     def train_texts(self) -> Iterator[str]:
         """Yields the training text only (e.g. to learn a character vocabulary)."""
         for item in takewhile(lambda item: not item.val, self.items()):
-            if isinstance(item, GroupItem):
-                yield from (piece.text for piece in group_pieces(item, self.max_chars))
+            if isinstance(item, UnitItem):
+                yield from (piece.text for piece in unit_pieces(item, self.max_chars))
             else:
                 yield item.text
 
     def _corpus_items(self, corpus: Corpus, val: bool) -> Iterator[Item]:
-        """All of ``corpus``: its groups unread, the pieces of its other documents."""
+        """All of ``corpus``: its file units unread, the pieces of its other documents."""
         for unit in corpus.units():
-            if isinstance(unit, TableGroup):
-                yield GroupItem(unit, val)
+            if isinstance(unit, Unit):
+                yield UnitItem(unit, val)
             else:
                 yield from document_pieces(unit, val, self.max_chars)
 

@@ -67,6 +67,23 @@ class TableGroup(NamedTuple):
     column: str
     offset: int = 0
 
+    @property
+    def ends_document(self) -> bool:
+        """Every row is a whole document."""
+        return True
+
+    def texts(self) -> list[str]:
+        """Its documents (see ``group_texts``)."""
+        return group_texts(self)
+
+    def measure(self) -> tuple[int, int]:
+        """UTF-8 size of its documents (summed in Arrow) and their number."""
+        return group_text_bytes(self), self.rows
+
+    def chars_before(self) -> int:
+        """Each row is its own document: nothing of it comes before."""
+        return 0
+
 
 def _import_pyarrow(path: Path) -> Any:
     """pyarrow, or a DataError saying how to install it."""

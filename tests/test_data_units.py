@@ -1,16 +1,20 @@
-"""Table groups (Parquet row groups, Arrow record batches) are read by the tokenizer processes."""
+"""File units (Parquet row groups, Arrow batches, text and JSON Lines ranges) read by workers."""
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from data_helpers import words_text
+from bpe_helpers import real_encoding
+from data_helpers import read_tokens, reference_split, words_text, write
 from test_data_scale import module, shard_bytes, write_jsonl, write_parquet
 
-from llm_torch.data import DataError, splits
-from llm_torch.data.tables import group_texts, table_groups
+from llm_torch.data import DataError, textfiles
+from llm_torch.data.boundaries import is_safe_boundary
+from llm_torch.data.tables import TableGroup, group_texts, table_groups
+from llm_torch.data.textfiles import JsonlRange, TextRange, jsonl_ranges, text_ranges
 
 DOCS = [words_text(80 + 29 * i, seed=i) for i in range(30)] + ["", "naïve café ☕ done\n"]
 
@@ -24,15 +28,16 @@ def write_arrow(path: Path, texts: list[str | None], batch_rows: int) -> Path:
     return path
 
 
-def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Records the row group number of every group read in this process (not in workers)."""
-    reads: list[int] = []
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Records every file unit read in this process (not those read in worker processes)."""
+    reads: list[object] = []
+    for kind in (TableGroup, TextRange, JsonlRange):
 
-    def counted(group):  # type: ignore[no-untyped-def]
-        reads.append(group.number)
-        return group_texts(group)
+        def counted(unit, read=kind.texts):  # type: ignore[no-untyped-def]
+            reads.append(unit)
+            return read(unit)
 
-    monkeypatch.setattr(splits, "group_texts", counted)
+        monkeypatch.setattr(kind, "texts", counted)
     return reads
 
 
@@ -137,3 +142,94 @@ def test_arrow_record_batches_are_groups_read_from_their_offsets(tmp_path: Path)
     path.write_bytes(path.read_bytes()[:-40])  # truncated in its last batch
     with pytest.raises(DataError, match=r"Cannot read the table file .*data\.arrow.*Fix"):
         table_groups(path)
+
+
+TEXT = "\ufeff" + "".join(
+    words_text(60, seed=i) + f"naïve café ☕ {i}😀\n" + ("7" * 90 if i == 5 else "")
+    for i in range(40)
+)
+
+
+def test_text_ranges_start_at_safe_boundaries_and_encode_like_the_whole_file(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "a.txt", TEXT)
+    ranges = text_ranges(path, range_bytes=300)
+    size = path.stat().st_size
+    assert len(ranges) > 20 and [r.last for r in ranges] == [False] * (len(ranges) - 1) + [True]
+    assert ranges[0].start == 0 and ranges[-1].stop == size
+    assert all(a.stop == b.start for a, b in pairwise(ranges))
+    text = TEXT.removeprefix("\ufeff")
+    parts = [r.texts()[0] for r in ranges]
+    assert "".join(parts) == text
+    for r in ranges[1:]:
+        chars = r.chars_before()
+        assert text[chars:].startswith(parts[ranges.index(r)])  # chars_before, BOM left out
+        assert is_safe_boundary(text, chars)
+    encoding = real_encoding("r50k_base")
+    ids = [token for part in parts for token in encoding.encode_ordinary(part)]
+    assert ids == encoding.encode_ordinary(text)
+    # Each cut is the first safe boundary after a multiple of range_bytes: none inside a run
+    # of digits (bytes 400-2400), so the cuts at 500-2000 all fall at 2400 and merge.
+    digits = write(tmp_path, "d.txt", "x " * 200 + "7" * 2000 + " y" * 200)
+    merged = text_ranges(digits, range_bytes=500)
+    assert [(r.start, r.stop) for r in merged] == [(0, 2400), (2400, 2502), (2502, 2800)]
+
+
+def test_invalid_utf8_in_a_later_range_names_its_file_offset(tmp_path: Path) -> None:
+    data = TEXT.encode()
+    at = data.index(b" ", 2000)  # a Latin-1 byte between two ASCII ones
+    path = write(tmp_path, "bad.txt", data[:at] + b"\xe9" + data[at:])
+    ranges = text_ranges(path, range_bytes=300)
+    holder = next(r for r in ranges if r.start <= at < r.stop)
+    assert holder.start > 0
+    with pytest.raises(DataError, match=rf"bad\.txt is not valid UTF-8: .* byte offset {at} "):
+        holder.texts()
+
+
+def test_jsonl_ranges_hold_whole_lines_and_errors_name_the_line(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    ranges = jsonl_ranges(path, range_bytes=700)
+    assert len(ranges) > 10 and ranges[-1].stop == path.stat().st_size
+    assert [text for r in ranges for text in r.texts()] == DOCS
+    assert [r.measure()[1] for r in ranges] == [len(r.texts()) for r in ranges]
+    lines = path.read_text().splitlines(keepends=True)
+    lines[23] = '{"title": "no text"}\n'
+    path.write_text("".join(lines))
+    ranges = jsonl_ranges(path, range_bytes=700)
+    holder = next(r for r in ranges if '"title"' in path.read_bytes()[r.start : r.stop].decode())
+    assert holder.start > 0
+    with pytest.raises(DataError, match=r'docs\.jsonl, line 24: no "text" string field'):
+        holder.texts()
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl"])
+def test_workers_read_text_and_jsonl_ranges_and_the_cache_is_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setattr(textfiles, "RANGE_BYTES", 400)
+    docs = [TEXT[i * 1500 : (i + 1) * 1500] for i in range(4)] if kind == "txt" else DOCS
+    if kind == "txt":
+        docs[0] = "\ufeff" + docs[0]
+        for i, doc in enumerate(docs):
+            write(tmp_path, f"src/{i}.txt", doc)
+        docs[0] = docs[0].removeprefix("\ufeff")
+    else:
+        write_jsonl(tmp_path / "src/a.jsonl", docs[:20])
+        write_jsonl(tmp_path / "src/b.jsonl", docs[20:])
+    options = {"tokenizer": "gpt2", "shard_tokens": 300, "val_fraction": 0.35}
+    reads = count_reads(monkeypatch)
+    two = module(tmp_path / "src", tmp_path / "two", num_proc=2, **options)
+    two.prepare_data()
+    assert len(reads) == 1  # the parent read only the range holding the validation cut
+    one = module(tmp_path / "src", tmp_path / "one", num_proc=1, **options)
+    one.prepare_data()
+    assert len(reads) > 10
+    assert shard_bytes(two.cache_path) == shard_bytes(one.cache_path)
+    meta = json.loads((two.cache_path / "meta.json").read_text())
+    assert meta == json.loads((one.cache_path / "meta.json").read_text())
+    encoding = real_encoding("r50k_base")
+    train, val = reference_split(docs, meta["split_point"], encoding.encode_ordinary, 50256)
+    assert read_tokens(two.cache_path, "train") == train
+    assert read_tokens(two.cache_path, "val") == val
+    assert meta["train_bytes"] + meta["val_bytes"] == sum(len(d.encode()) for d in docs)
