@@ -1,21 +1,22 @@
 """Tokenizing a corpus split on every core into token shards, resumably.
 
-The corpus split streams items in order (``splits``): pieces of text the parent read, and table
-groups (Parquet row groups, Arrow record batches) that it only listed. The parent hands batches of
-pieces, and each group on its own, to a pool of ``num_proc`` workers in order (each with its own
-tokenizer, inherited on fork); a worker reads and cuts its groups itself. The parent writes the
+The corpus split streams items in order (``splits``): file units that the parent only listed
+(Parquet row groups, Arrow record batches, ranges of text and JSON Lines files), and pieces of
+text it read itself (the built-in plays, streamed datasets, and the unit holding the validation
+cut). The parent hands them in batches to a pool of ``num_proc`` workers in order (each with its
+own tokenizer, inherited on fork); a worker reads and cuts its units itself. The parent writes the
 returned token arrays, in order, into shards of exactly ``shard_tokens`` tokens; so the shards are
 byte for byte the same for any ``num_proc``. At most ``2 * num_proc + 2`` batches are in flight,
 so memory stays flat whatever the corpus size.
 
-The parent's share is what bounds scaling: for text files, reading and cutting the text and
-pickling it to the workers; for tables, only receiving and writing tokens (about 2 bytes per
-token), so Parquet corpora scale with the cores. ``python -m llm_torch.bench.data`` measures it.
+The parent's share is what bounds scaling: for file units, only receiving and writing tokens
+(about 2 bytes per token), so preparing scales with the cores; ``python -m llm_torch.bench.data``
+measures how many workers it can feed.
 
 Each shard is written to a hidden file, its header filled in, fsynced and renamed into place, then
 ``progress.json`` records the item and token offset where the next shard starts and the bytes
-before that item; a new run in the same folder skips the text before that point without
-tokenizing it (and the table groups before it without reading them).
+before that item; a new run in the same folder skips the units before that point without reading
+them (and the pieces the parent reads without tokenizing them).
 
 Over 300 lines on purpose: the pool, the ordered shard writer and the resume record are one
 protocol, which must stay byte-identical for any ``num_proc`` and any interruption point.
