@@ -177,7 +177,7 @@ class TextRange(NamedTuple):
         return [text.removeprefix(BOM) if self.start == 0 else text]
 
     def measure(self) -> tuple[int, int]:
-        """Its size in bytes (the file's, read from nothing) and the documents it ends."""
+        """Its size in bytes, known without reading, and the documents it ends (0 or 1)."""
         return self.stop - self.start, int(self.last)
 
     def chars_before(self) -> int:
