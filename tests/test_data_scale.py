@@ -1,6 +1,7 @@
 """Pretraining-scale data: Parquet and datasets sources, num_proc, shards, resume, llm.c shards."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -57,6 +58,29 @@ def llmc_shard(path: Path, tokens: np.ndarray, magic: int = 20240520, version: i
         file.write(header.tobytes())
         file.write(tokens.tobytes())
     return path
+
+
+def interrupt_prepare(
+    data: TextDataModule, monkeypatch: pytest.MonkeyPatch, after_chars: int
+) -> Callable[[str], np.ndarray]:
+    """Interrupts ``prepare_data`` as Ctrl-C would, once ``after_chars`` characters are encoded.
+
+    Returns:
+        The tokenizer's own encode function (it stays patched out).
+    """
+    encode_text = data.tokenizer.encode_to_numpy  # type: ignore[attr-defined]
+    encoded: list[int] = []
+
+    def crash_after(text: str) -> np.ndarray:
+        if sum(encoded) > after_chars:
+            raise KeyboardInterrupt
+        encoded.append(len(text))
+        return encode_text(text)
+
+    monkeypatch.setattr(data.tokenizer, "encode_to_numpy", crash_after)
+    with pytest.raises(KeyboardInterrupt):
+        data.prepare_data()
+    return encode_text
 
 
 def test_parquet_and_jsonl_of_the_same_documents_give_identical_caches(tmp_path: Path) -> None:
@@ -152,23 +176,12 @@ def test_interrupted_prepare_resumes_from_the_last_complete_shard(
     reference = module(tmp_path / "src", tmp_path / "reference", **options)
     reference.prepare_data()
     data = module(tmp_path / "src", tmp_path / "cache", **options)
-    encoded: list[int] = []
-    encode_text = data.tokenizer.encode_to_numpy  # type: ignore[attr-defined]
-
-    def crash_after_12k_chars(text: str) -> np.ndarray:
-        if sum(encoded) > 12_000:
-            raise KeyboardInterrupt
-        encoded.append(len(text))
-        return encode_text(text)
-
-    monkeypatch.setattr(data.tokenizer, "encode_to_numpy", crash_after_12k_chars)
-    with pytest.raises(KeyboardInterrupt):
-        data.prepare_data()
+    encode_text = interrupt_prepare(data, monkeypatch, after_chars=12_000)
     partial = tmp_path / "cache" / f".{data.cache_path.name}.partial"
     done = sorted(partial.glob("train_*.bin"))
     assert len(done) >= 10 and not data.cache_path.exists()
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in done}
-    encoded.clear()
+    encoded: list[int] = []
 
     def count(text: str) -> np.ndarray:
         encoded.append(len(text))

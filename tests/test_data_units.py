@@ -4,12 +4,11 @@ import json
 from itertools import pairwise
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
 from bpe_helpers import real_encoding
 from data_helpers import read_tokens, reference_split, words_text, write
-from test_data_scale import module, shard_bytes, write_jsonl, write_parquet
+from test_data_scale import interrupt_prepare, module, shard_bytes, write_jsonl, write_parquet
 
 from llm_torch.data import DataError, textfiles
 from llm_torch.data.boundaries import is_safe_boundary
@@ -100,18 +99,7 @@ def test_interrupted_parquet_prepare_resumes_without_rereading_earlier_groups(
     reference = module(tmp_path / "src", tmp_path / "reference", **options)
     reference.prepare_data()
     data = module(tmp_path / "src", tmp_path / "cache", **options)
-    encode_text = data.tokenizer.encode_to_numpy  # type: ignore[attr-defined]
-    encoded: list[int] = []
-
-    def crash_after_40k_chars(text: str) -> np.ndarray:
-        if sum(encoded) > 40_000:
-            raise KeyboardInterrupt
-        encoded.append(len(text))
-        return encode_text(text)
-
-    monkeypatch.setattr(data.tokenizer, "encode_to_numpy", crash_after_40k_chars)
-    with pytest.raises(KeyboardInterrupt):
-        data.prepare_data()
+    encode_text = interrupt_prepare(data, monkeypatch, after_chars=40_000)
     partial = tmp_path / "cache" / f".{data.cache_path.name}.partial"
     progress = json.loads((partial / "progress.json").read_text())
     assert len(progress["shards"]["train"]) >= 10 and progress["offset"] > 0

@@ -145,6 +145,15 @@ class Corpus:
                 units[path] = list(text_ranges(path))
         return units
 
+    def _read_whole(self) -> Iterator[Iterator[str]]:
+        """The documents that have no file units: a streamed dataset's, the built-in plays."""
+        if self.stream is not None:
+            for text in streamed_texts(*self.stream, self.text_column):
+                yield iter((text,))
+        if self.builtin:
+            for path in self.files:
+                yield iter((shakespeare.read_play(path),))
+
     def units(self) -> Iterator[Unit | Iterator[str]]:
         """Yields the corpus in order: file units unread, other documents as chunk streams.
 
@@ -155,14 +164,9 @@ class Corpus:
         Raises:
             DataError: A file is unreadable or malformed (the message names it).
         """
-        if self.stream is not None:
-            for text in streamed_texts(*self.stream, self.text_column):
-                yield iter((text,))
-        for path in self.files:
-            if self.builtin:
-                yield iter((shakespeare.read_play(path),))
-            else:
-                yield from self.file_units[path]
+        yield from self._read_whole()
+        for path in self.file_units:
+            yield from self.file_units[path]
 
     def documents(self) -> Iterator[Iterator[str]]:
         """Yields each document as a stream of text chunks, in corpus order.
@@ -172,14 +176,10 @@ class Corpus:
         Raises:
             DataError: A file is unreadable or malformed (the message names it).
         """
-        if self.stream is not None:
-            for text in streamed_texts(*self.stream, self.text_column):
-                yield iter((text,))
-        for path in self.files:
+        yield from self._read_whole()
+        for path in () if self.builtin else self.files:
             suffix = path.suffix.lower()
-            if self.builtin:
-                yield iter((shakespeare.read_play(path),))
-            elif suffix == ".jsonl":
+            if suffix == ".jsonl":
                 yield from (iter((text,)) for text in read_jsonl_texts(path))
             elif suffix in TABLE_SUFFIXES:
                 for group in self.file_units[path]:
