@@ -11,6 +11,7 @@ import itertools
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import regex
@@ -84,12 +85,16 @@ def train_ranks(text: str, pattern: str, merges: int) -> dict[bytes, int]:
             break
         merged = best[0] + best[1]
         ranks.setdefault(merged, len(ranks))
-        words = Counter({_merge(word, best, merged): count for word, count in words.items()})
+        words = Counter({merge_pair(word, best, merged): count for word, count in words.items()})
     return ranks
 
 
-def _merge(word: tuple[bytes, ...], pair: tuple[bytes, bytes], merged: bytes) -> tuple[bytes, ...]:
-    out: list[bytes] = []
+T = TypeVar("T")
+
+
+def merge_pair(word: tuple[T, ...], pair: tuple[T, T], merged: T) -> tuple[T, ...]:
+    """``word`` with every non-overlapping occurrence of ``pair``, left to right, as ``merged``."""
+    out: list[T] = []
     i = 0
     while i < len(word):
         if word[i : i + 2] == pair:
@@ -101,7 +106,6 @@ def _merge(word: tuple[bytes, ...], pair: tuple[bytes, bytes], merged: bytes) ->
     return tuple(out)
 
 
-@functools.cache
 def tiny_ranks() -> dict[bytes, int]:
     """The tests' small BPE: 256 bytes plus a few hundred merges learned from English-like text."""
     return train_ranks(words_text(3_000) + _EXTRA * 20, GPT2_PATTERN, merges=300)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import regex
 import tiktoken
-from bpe_helpers import _EXTRA, real_encoding
+from bpe_helpers import _EXTRA, merge_pair, real_encoding
 from data_helpers import words_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -113,16 +113,7 @@ def reference_bpe(text: str, pattern: str, merges: int) -> dict[bytes, int]:
         vocab.append(vocab[best[0]] + vocab[best[1]])
         merged: Counter[tuple[int, ...]] = Counter()
         for word, count in words.items():
-            out: list[int] = []
-            i = 0
-            while i < len(word):
-                if word[i : i + 2] == best:
-                    out.append(new_id)
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            merged[tuple(out)] += count
+            merged[merge_pair(word, best, new_id)] += count
         words = merged
     return {token: rank for rank, token in enumerate(vocab)}
 

@@ -144,6 +144,20 @@ def _children_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+def _result(
+    nbytes: int, tokens: int, seconds: float, rss_base: float, rss_workers: float = 0.0
+) -> dict[str, Any]:
+    """One measurement: its size, time and memory (this process's peak so far)."""
+    return {
+        "bytes": nbytes,
+        "tokens": tokens,
+        "seconds": seconds,
+        "rss_base": rss_base,
+        "rss_peak": _peak_rss_mb(),
+        "rss_workers": rss_workers,
+    }
+
+
 def measure_pipeline(source: str, tokenizer_name: str, num_proc: int) -> dict[str, Any]:
     """Prepares a cache in a temporary folder; returns size, tokens, seconds, memory, profile."""
     base = _peak_rss_mb()
@@ -157,15 +171,8 @@ def measure_pipeline(source: str, tokenizer_name: str, num_proc: int) -> dict[st
             folder, split, tokenizer, num_proc=num_proc, progress=False, profile=profile
         )
         seconds = time.perf_counter() - start
-    return {
-        "bytes": meta["train_bytes"] + meta["val_bytes"],
-        "tokens": meta["train_tokens"] + meta["val_tokens"],
-        "seconds": seconds,
-        "rss_base": base,
-        "rss_peak": _peak_rss_mb(),
-        "rss_workers": _children_peak_rss_mb(),
-        **profile,
-    }
+    total = meta["train_bytes"] + meta["val_bytes"], meta["train_tokens"] + meta["val_tokens"]
+    return {**_result(*total, seconds, base, _children_peak_rss_mb()), **profile}
 
 
 def measure_parent(source: str, tokenizer_name: str, num_proc: int) -> dict[str, Any]:
@@ -194,14 +201,7 @@ def measure_parent(source: str, tokenizer_name: str, num_proc: int) -> dict[str,
             tokens += len(array)
         writer.close()
         seconds = time.perf_counter() - start
-    return {
-        "bytes": size,
-        "tokens": tokens,
-        "seconds": seconds,
-        "rss_base": base,
-        "rss_peak": _peak_rss_mb(),
-        "rss_workers": 0.0,
-    }
+    return _result(size, tokens, seconds, base)
 
 
 def _raw_batches(source: str, batch_pieces: int) -> Iterator[list[str]]:
@@ -236,14 +236,7 @@ def measure_tiktoken(source: str, tokenizer_name: str, threads: int) -> dict[str
         seconds += time.perf_counter() - start
         size += sum(len(text.encode("utf-8")) for text in batch)
         tokens += sum(map(len, ids))
-    return {
-        "bytes": size,
-        "tokens": tokens,
-        "seconds": seconds,
-        "rss_base": base,
-        "rss_peak": _peak_rss_mb(),
-        "rss_workers": 0.0,
-    }
+    return _result(size, tokens, seconds, base)
 
 
 def _control_job(text: str) -> float:
