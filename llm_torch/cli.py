@@ -13,6 +13,7 @@ validation, a best-by-``val/loss`` checkpoint plus a resumable ``last.ckpt`` in 
 Ctrl-C or SIGTERM.
 """
 
+import importlib
 import logging
 import os
 import re
@@ -21,19 +22,21 @@ import traceback
 import warnings
 import zipfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
-from jsonargparse import set_parsing_settings
+from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
-from llm_torch.architectures import DecoderConfig
+from llm_torch.architectures import DecoderConfig, GPTConfig
 from llm_torch.data import TextDataModule
 from llm_torch.engine.batch_size import GlobalBatchSize
-from llm_torch.engine.checkpoint import CheckpointError
+from llm_torch.engine.checkpoint import CheckpointError, read_checkpoint, saved_architecture
 from llm_torch.engine.interrupt import InterruptCheckpoint
 from llm_torch.engine.loggers import TensorBoard
 from llm_torch.engine.module import CausalLMModule
@@ -108,6 +111,10 @@ class LLMCLI(LightningCLI):
         parser.add_lightning_class_args(MultipleChoiceEval, "eval")
         parser.set_defaults(
             {
+                # GPT-2 unless a config names another class_path. The class alone, not an
+                # instance: the parser fills its init_args from the signature, whose
+                # architecture-dependent fields are None (see DecoderConfig.arch_defaults).
+                "model.arch": {"class_path": f"{GPTConfig.__module__}.{GPTConfig.__name__}"},
                 # Best model by validation loss.
                 "checkpoint.dirpath": "checkpoints",
                 "checkpoint.filename": "best",
@@ -139,6 +146,8 @@ class LLMCLI(LightningCLI):
         special = ckpt_path in ("last", "best", "hpc") or str(ckpt_path).startswith("registry")
         if ckpt_path and not special:
             _check_checkpoint_file(Path(ckpt_path))
+            if Path(ckpt_path).is_file():
+                _adopt_saved_architecture(self.config[subcommand], Path(ckpt_path))
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         """Default to a step bar, a summary with FLOPs, and TensorBoard without placeholders.
@@ -183,6 +192,50 @@ def _check_checkpoint_file(path: Path) -> None:
                 f"--ckpt_path {str(path)!r} is truncated or corrupt (not a complete PyTorch "
                 "checkpoint). Use another checkpoint, e.g. step-N.ckpt or best.ckpt."
             ) from None
+
+
+def _adopt_saved_architecture(config: Namespace, path: Path) -> None:
+    """Set ``model.arch`` to the architecture the checkpoint at ``path`` was trained with.
+
+    Lightning parses a checkpoint's hyperparameters over the config, but only the fields they
+    hold: a field the checkpoint predates would keep the YAML's value, and an architecture switch
+    would keep the YAML's shared fields. The whole saved architecture goes in first instead, and
+    the fields where the config asked for something else are named in a warning.
+    """
+    saved = saved_architecture(read_checkpoint(path), path)
+    if saved is None:
+        return
+    disagreements = _disagreements(config.model.arch, saved)
+    if disagreements:
+        rank_zero_warn(
+            f"--ckpt_path {str(path)!r} holds a {type(saved).__name__} that the config "
+            f"disagrees with ({'; '.join(disagreements)}): the checkpoint's architecture is "
+            "used. Remove these model.arch settings, or train a new model without --ckpt_path."
+        )
+    config["model.arch"] = Namespace(
+        class_path=f"{type(saved).__module__}.{type(saved).__name__}",
+        init_args=Namespace(**asdict(saved)),
+    )
+
+
+def _disagreements(arch: Namespace, saved: DecoderConfig) -> list[str]:
+    """Settings of the parsed ``model.arch`` that differ from ``saved`` and from their defaults.
+
+    A value equal to its class's default (or ``None``, the architecture's own) is taken as not
+    set; ``vocab_size`` is left out, as the data module's tokenizer sets it.
+    """
+    module, _, name = arch.class_path.rpartition(".")
+    config_class = getattr(importlib.import_module(module), name)
+    defaults = asdict(config_class())
+    found = []
+    if config_class not in (type(saved), GPTConfig):  # GPT: the default, maybe never asked for
+        found.append(f"class_path: checkpoint {type(saved).__name__}, config {name}")
+    for key, value in vars(arch.init_args).items():
+        if key == "vocab_size" or value is None or value == defaults.get(key, value):
+            continue
+        if getattr(saved, key, None) != value:
+            found.append(f"{key}: checkpoint {getattr(saved, key, None)!r}, config {value!r}")
+    return found
 
 
 def cli(args: list[str] | None = None, **kwargs: Any) -> LLMCLI:

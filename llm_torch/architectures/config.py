@@ -6,11 +6,18 @@ the common checks live here once.
 """
 
 import copy
+import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 Config = TypeVar("Config", bound="DecoderConfig")
+
+#: The signature default of a field whose default depends on the architecture; each architecture
+#: fills in its own value (:attr:`DecoderConfig.arch_defaults`) when the field is left ``None``.
+#: A parser that carries values from one architecture's config to another's (jsonargparse keeps
+#: ``init_args`` across a ``class_path`` change) then carries ``None``, never the other's value.
+ARCH_DEFAULT: Any = None
 
 
 @dataclass
@@ -18,7 +25,10 @@ class DecoderConfig:
     """Everything that determines a decoder-only model's shape and regularisation.
 
     Optional fields are derived when ``None`` (see the ``resolved_*`` properties), so overriding
-    ``n_embd`` or ``n_head`` of a preset re-derives them.
+    ``n_embd`` or ``n_head`` of a preset re-derives them. Fields whose default differs between
+    architectures (GPT-2's context is 1024 and tied, Llama's 2048 and untied) are ``None`` in the
+    signature and take :attr:`arch_defaults` of the class being built: a subclass changes a
+    default there, never by redeclaring the field (:meth:`__init_subclass__` refuses that).
 
     Attributes:
         vocab_size: Number of real tokens (logits have exactly this many columns).
@@ -43,15 +53,15 @@ class DecoderConfig:
             modded-nanogpt), which keeps early training from over-confident predictions.
     """
 
-    vocab_size: int = 50257
-    block_size: int = 1024
+    vocab_size: int = ARCH_DEFAULT
+    block_size: int = ARCH_DEFAULT
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
     mlp_hidden: int | None = None
     head_dim: int | None = None
     norm_eps: float = 1e-5
-    tie_embeddings: bool = True
+    tie_embeddings: bool = ARCH_DEFAULT
     dropout: float = 0.0
     pad_vocab_size_multiple: int = 1
     rope_theta: float = 10000.0
@@ -59,12 +69,37 @@ class DecoderConfig:
     qk_norm: bool = False
     logit_softcap: float | None = None
 
+    #: The architecture's values of the fields that default to :data:`ARCH_DEFAULT`.
+    arch_defaults: ClassVar[dict[str, Any]] = {
+        "vocab_size": 50257,
+        "block_size": 1024,
+        "tie_embeddings": True,
+    }
     #: Named shapes for :meth:`from_name`: field overrides of the defaults.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Values of ``mlp_activation`` the architecture builds, its own first.
     mlp_activations: ClassVar[tuple[str, ...]] = ("gelu", "relu2")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a subclass that redeclares a shared field, whose default would then be carried.
+
+        jsonargparse fills a config's ``init_args`` with its class's signature defaults and keeps
+        them when ``class_path`` switches to another class: a redeclared default (Llama's
+        ``block_size: int = 2048``) would be silently replaced by the first class's.
+        """
+        super().__init_subclass__(**kwargs)
+        shared = {field.name for field in fields(DecoderConfig)}
+        redeclared = shared & inspect.get_annotations(cls).keys()
+        if redeclared:
+            raise TypeError(
+                f"{cls.__name__} redeclares {sorted(redeclared)} of DecoderConfig: set their "
+                "defaults in its arch_defaults instead, so they survive a class_path switch."
+            )
+
     def __post_init__(self) -> None:
+        for name, value in self.arch_defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         try:
             self.validate()
         except ValueError as err:

@@ -87,12 +87,14 @@ class LlamaConfig(DecoderConfig):
             "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}``.
     """
 
-    vocab_size: int = 32000
-    block_size: int = 2048
-    tie_embeddings: bool = False
     n_kv_head: int | None = None
     rope_scaling: dict[str, Any] | None = None
 
+    arch_defaults: ClassVar[dict[str, Any]] = {
+        "vocab_size": 32000,
+        "block_size": 2048,
+        "tie_embeddings": False,
+    }
     presets: ClassVar[dict[str, dict[str, Any]]] = LLAMA_PRESETS
     mlp_activations: ClassVar[tuple[str, ...]] = ("swiglu", "relu2")
 

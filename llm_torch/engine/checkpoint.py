@@ -7,11 +7,17 @@ from typing import Any
 
 import torch
 
+from llm_torch.architectures.config import DecoderConfig
 from llm_torch.architectures.registry import Model, build_model, config_from_dict
 from llm_torch.tokenizer import Tokenizer, get_tokenizer
 
 #: Key under which checkpoints carry what rebuilds the model and tokenizer without the YAML.
 CHECKPOINT_KEY = "llm_torch"
+
+#: Version of what :data:`CHECKPOINT_KEY` holds. 1 (no ``"format"`` entry): the fields the
+#: architecture had when the checkpoint was written; a field added later is missing and takes
+#: its default, which new fields always give the former behaviour. 2: every field, as resolved.
+CHECKPOINT_FORMAT = 2
 
 
 class CheckpointError(ValueError):
@@ -45,6 +51,33 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def saved_architecture(checkpoint: dict[str, Any], path: str | Path) -> DecoderConfig | None:
+    """The architecture a checkpoint was trained with, every field resolved.
+
+    Returns:
+        The config, or ``None`` for a checkpoint that llm-torch did not write (no model config).
+
+    Raises:
+        CheckpointError: A format newer than this llm-torch reads, or a config it cannot build
+            (an unknown architecture or field, an impossible value).
+    """
+    saved = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(saved, dict) or "model" not in saved:
+        return None
+    version = saved.get("format", 1)
+    if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{str(path)!r} has checkpoint format {version!r}; this llm-torch reads formats 1 to "
+            f"{CHECKPOINT_FORMAT}. Load it with the llm-torch version that wrote it (or newer)."
+        )
+    try:
+        return config_from_dict(saved["model"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"The model config in {str(path)!r} cannot be built by this llm-torch: {err}"
+        ) from None
+
+
 def load_checkpoint(path: str | Path) -> tuple[Model, Tokenizer | None]:
     """Rebuild the trained model (float32, eval mode, on CPU) and its tokenizer.
 
@@ -60,13 +93,14 @@ def load_checkpoint(path: str | Path) -> tuple[Model, Tokenizer | None]:
         CheckpointError: Unreadable, not from llm-torch, or weights that do not fit the config.
     """
     checkpoint = read_checkpoint(path)
-    saved = checkpoint.get(CHECKPOINT_KEY)
-    if not isinstance(saved, dict) or "model" not in saved or "state_dict" not in checkpoint:
+    config = saved_architecture(checkpoint, path)
+    if config is None or "state_dict" not in checkpoint:
         raise CheckpointError(
             f"{str(path)!r} is not an llm-torch training checkpoint (it has no model config). "
             "For Hugging Face weights use a save_pretrained folder instead."
         )
-    model = build_model(config_from_dict(saved["model"]))
+    saved = checkpoint[CHECKPOINT_KEY]
+    model = build_model(config)
     prefix = "model."
     state = {
         name.removeprefix(prefix): tensor

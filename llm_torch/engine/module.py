@@ -25,7 +25,7 @@ from llm_torch.architectures.registry import (
     config_from_dict,
     config_to_dict,
 )
-from llm_torch.engine.checkpoint import CHECKPOINT_KEY
+from llm_torch.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from llm_torch.engine.optim import OptimizerConfig, build_optimizer, warmup_cosine
 from llm_torch.generation import Prompt, generate
 
@@ -80,7 +80,7 @@ class CausalLMModule(LightningModule):
 
     def __init__(
         self,
-        arch: ModelConfig = GPTConfig(),  # noqa: B008 (dataclass default, never mutated)
+        arch: ModelConfig | None = None,
         vocab_size: int | None = None,
         lr: float = 6e-4,
         min_lr: float = 6e-5,
@@ -95,6 +95,7 @@ class CausalLMModule(LightningModule):
         sampling: SamplingConfig | None = None,
     ) -> None:
         super().__init__()
+        arch = GPTConfig() if arch is None else arch
         if vocab_size is not None:
             arch = replace(arch, vocab_size=vocab_size)
         if not 0 < min_lr <= lr:
@@ -386,6 +387,7 @@ class CausalLMModule(LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None)
         tokenizer = getattr(datamodule, "tokenizer", None)
         checkpoint[CHECKPOINT_KEY] = {
+            "format": CHECKPOINT_FORMAT,
             "model": config_to_dict(self.config),
             "tokenizer": tokenizer.spec if tokenizer is not None else None,
         }
