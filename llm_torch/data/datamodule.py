@@ -211,6 +211,9 @@ class TextDataModule(L.LightningDataModule):
         self._tokenizer = (
             self._learn_char_vocabulary() if tokenizer == "char" else get_tokenizer(tokenizer)
         )
+        if self._split is not None and not self._tokenizer.cut_safe:  # documents encoded whole
+            split = self._split
+            self._split = CorpusSplit(split.train, split.val, val_fraction, cut_documents=False)
         self._consumed = 0
         self._train_tokens: TokenStream | None = None
         self.val_dataset: ValWindows | None = None
