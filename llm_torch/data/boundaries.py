@@ -9,19 +9,28 @@ A *safe boundary* is a position ``p`` (so ``text[:p]`` and ``text[p:]`` are both
   (``"speech.\n|HAMLET:"``).
 
 Why this is safe for the GPT-2 (``r50k_base``), ``cl100k_base`` and ``o200k_base`` pre-tokenizer
-regexes: no alternative matches across it (letter, digit and punctuation runs stop at whitespace,
-a space may only prefix the letters after it, newlines are never a prefix of letters, and
-whitespace runs start at whitespace), so a piece ends at ``p - 1``. The patterns have no
+regexes, and for GPT-4's as ``llm-torch train-tokenizer`` writes it and Llama 3's (all in
+``tokenizer.tiktoken_file.CUT_SAFE_PATTERNS``): no alternative matches across it (letter, digit
+and punctuation runs stop at whitespace, a space may only prefix the letters after it, newlines
+are never a prefix of letters, and whitespace runs start at whitespace), so a piece ends at
+``p - 1``. The patterns have no
 look-behind, so the pieces from ``p`` on do not depend on the text before ``p``. Before ``p`` the
 only look-aheads are in whitespace alternatives: in the first form they cannot reach the
-non-whitespace ``text[p - 1]``; in the second, the lone ``"\n"`` is one piece both in the whole
-text and at the end of ``text[:p]`` (``\s++$``); a second whitespace character before it would
-make them differ (``"\n\n"`` is one piece at the end, two in the middle), hence ``X``. BPE merges
-never cross pieces, so encoding ``text[:p]`` and ``text[p:]`` separately and concatenating the ids
-gives exactly the ids of ``text``. (``str.isspace`` covers Unicode's ``White_Space``, the
-regexes' ``\s``.) ``tests/test_data_boundaries.py`` checks this against all three patterns.
+non-whitespace ``text[p - 1]``; in the second, the lone ``"\n"`` (or a punctuation run's trailing
+newline) is one piece both in the whole text and at the end of ``text[:p]`` (``\s++$``, or
+``\s*[\r\n]`` in the patterns without it); a second whitespace character before it would make
+them differ (``"\n\n"`` is one piece at the end, two in the middle), hence ``X``. BPE merges never
+cross pieces, so encoding ``text[:p]`` and ``text[p:]`` separately and concatenating the ids gives
+exactly the ids of ``text``. (``str.isspace`` covers Unicode's ``White_Space``, the regexes'
+``\s``.) ``tests/test_data_boundaries.py`` checks this against every one of these patterns.
 
 Byte and character tokenizers encode each character on its own, so any cut is safe for them.
+
+The proof holds for these rules only. Others break it: a SentencePiece-style ``tokenizer.json``
+adds "▁" at the start of each encode call (cut ``"be.\n|or"``, the piece ``"or"`` encodes as
+``"▁or"``, not as the whole text's ``"or"``), and normalizers may rewrite text across a cut.
+Tokenizers say which they are with ``Tokenizer.cut_safe``; for one that is not, the data
+pipeline never cuts inside a document (``splits``) and nothing here is used.
 """
 
 import re

@@ -221,8 +221,15 @@ def build_cache(
             shards (``write``).
 
     Raises:
+        ValueError: ``split`` cuts documents but ``tokenizer`` is not ``cut_safe``.
         DataError: Bad input found while reading (the partial folder is removed).
     """
+    if split.cut_documents and not tokenizer.cut_safe:
+        raise ValueError(
+            f"The corpus split cuts documents inside, but tokenizer {tokenizer.name!r} is not "
+            "cut-safe (its pieces need not encode as in the whole text). Fix: build the split "
+            "with CorpusSplit(..., cut_documents=tokenizer.cut_safe)."
+        )
     num_proc = num_proc or available_cpus()
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = folder.parent / f".{folder.name}.partial"

@@ -109,7 +109,9 @@ class TextDataModule(L.LightningDataModule):
             from the ``datasets`` cache); or a ``.bin`` file or glob of llm.c token shards, used
             as-is (then ``val_source`` must be shards too, and ``tokenizer`` their tokenizer).
         tokenizer: Tokenizer name (``"gpt2"``, ``"r50k_base"``, ``"cl100k_base"``, ``"o200k_base"``,
-            ``"byte"`` or ``"char"``; a char vocabulary is learned from the training text).
+            ``"byte"`` or ``"char"``; a char vocabulary is learned from the training text), or a
+            file (``"tiktoken:..."``, ``"hf:..."``). Documents are cut inside only for a
+            ``cut_safe`` one; any other encodes each document whole (see ``splits``).
         block_size: Tokens per sample (the model's context length).
         batch_size: Samples per micro-batch on each rank.
         val_fraction: Fraction of the corpus (by bytes, from the end) held out for validation;
@@ -211,6 +213,9 @@ class TextDataModule(L.LightningDataModule):
         self._tokenizer = (
             self._learn_char_vocabulary() if tokenizer == "char" else get_tokenizer(tokenizer)
         )
+        if self._split is not None and not self._tokenizer.cut_safe:  # documents encoded whole
+            split = self._split
+            self._split = CorpusSplit(split.train, split.val, val_fraction, cut_documents=False)
         self._consumed = 0
         self._train_tokens: TokenStream | None = None
         self.val_dataset: ValWindows | None = None

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from llm_torch.data.errors import DataError
 from llm_torch.data.shards import HEADER_BYTES, header
-from llm_torch.data.splits import CorpusSplit, Item, Piece, UnitItem, unit_pieces
+from llm_torch.data.splits import CorpusSplit, Item, Piece, UnitItem, token_cut, unit_pieces
 from llm_torch.data.tables import TableGroup
 from llm_torch.tokenizer import Tokenizer
 
@@ -149,71 +149,83 @@ def _init_worker(tokenizer: Tokenizer) -> None:
     _worker_tokenizer = tokenizer
 
 
-def encode_batch(
-    tokenizer: Tokenizer, texts: Sequence[str], eots: Sequence[bool], dtype: str
+def encode_pieces(
+    tokenizer: Tokenizer, pieces: Sequence[Piece], dtype: str
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
     """Encodes pieces into one token array (end-of-text after each piece that has one).
+
+    A piece with a ``cut`` (a whole document on both sides of the validation cut) keeps only
+    its side's tokens (``splits.token_cut``).
 
     Returns:
         The tokens in the cache's dtype and each piece's token count (end-of-text included).
     """
     parts: list[npt.NDArray[Any]] = []
-    lengths = np.empty(len(texts), dtype=np.int64)
+    lengths = np.empty(len(pieces), dtype=np.int64)
     eot = np.array([tokenizer.eot_id], dtype=dtype)
-    for i, (text, ends) in enumerate(zip(texts, eots, strict=True)):
+    for i, piece in enumerate(pieces):
+        text = piece.text
         ids = tokenizer.encode_to_numpy(text).astype(dtype, copy=False) if text else eot[:0]
+        if piece.cut is not None:
+            split = token_cut(len(ids), piece.cut, len(text))
+            ids = ids[split:] if piece.val else ids[:split]
         parts.append(ids)
-        if ends:
+        if piece.eot:
             parts.append(eot)
-        lengths[i] = len(ids) + ends
+        lengths[i] = len(ids) + piece.eot
     tokens = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
     return tokens, lengths
 
 
-Work = tuple[list[str], list[bool]] | list[UnitItem]
-"""What a worker is sent: texts with their end-of-text flags, or file units to read itself."""
+Work = tuple[list[Piece], list[UnitItem]]
+"""What a worker is sent: pieces the parent read, or (the other list empty) file units to read."""
 
 
 class _Batch(NamedTuple):
     """Items sent to a worker together, all of one split, from item ``first`` on.
 
-    Either pieces the parent read (``texts``, ``eots``; their sizes ``nbytes`` stay in the
-    parent) or file units (``units``) that the worker reads; their sizes come back with their
-    tokens.
+    Either pieces the parent read (their sizes ``nbytes`` stay in the parent) or file units
+    (``units``) that the worker reads; their sizes come back with their tokens.
     """
 
     first: int
     val: bool
-    texts: list[str]
-    eots: list[bool]
-    nbytes: list[int]
+    pieces: list[Piece]
     units: list[UnitItem]
 
+    @property
+    def nbytes(self) -> list[int]:
+        """The UTF-8 size of each piece."""
+        return [piece.nbytes for piece in self.pieces]
+
     def work(self) -> Work:
-        """What a worker needs: the texts and end-of-text flags, or the units."""
-        return self.units if self.units else (self.texts, self.eots)
+        """What a worker needs: the pieces or the units."""
+        return self.pieces, self.units
 
 
 Encoded = tuple[npt.NDArray[Any], npt.NDArray[np.int64], list[int]]
 """A batch's tokens, each item's token count, and each unit's UTF-8 size (empty for pieces)."""
 
 
-def encode_work(tokenizer: Tokenizer, work: Work, dtype: str, max_chars: int) -> Encoded:
-    """Encodes a batch's work; units are read and cut into pieces here first (an item each)."""
-    if isinstance(work, tuple):
-        return (*encode_batch(tokenizer, *work, dtype), [])
+def encode_work(tokenizer: Tokenizer, work: Work, dtype: str, max_chars: int | None) -> Encoded:
+    """Encodes a batch's work; units are read and cut into pieces here first (an item each).
+
+    ``max_chars`` is the split's ``piece_chars`` (None: whole documents).
+    """
+    batch_pieces, units = work
+    if batch_pieces:
+        return (*encode_pieces(tokenizer, batch_pieces, dtype), [])
     parts, lengths, sizes = [], [], []
-    for item in work:
+    for item in units:
         pieces = list(unit_pieces(item, max_chars))
-        texts = [piece.text for piece in pieces]
-        tokens, _ = encode_batch(tokenizer, texts, [piece.eot for piece in pieces], dtype)
+        tokens, _ = encode_pieces(tokenizer, pieces, dtype)
         parts.append(tokens)
         lengths.append(len(tokens))
         sizes.append(sum(piece.nbytes for piece in pieces))
     return np.concatenate(parts), np.array(lengths, dtype=np.int64), sizes
 
 
-def _encode_in_worker(work: Work, dtype: str, max_chars: int) -> Encoded:
+def _encode_in_worker(work: Work, dtype: str, max_chars: int | None) -> Encoded:
     """``encode_work`` with the worker's own tokenizer."""
     assert _worker_tokenizer is not None
     return encode_work(_worker_tokenizer, work, dtype, max_chars)
@@ -257,9 +269,7 @@ def _batch(first: int, items: list[Item]) -> _Batch:
     """A batch of items of one kind and split."""
     pieces = [item for item in items if isinstance(item, Piece)]
     units = [item for item in items if isinstance(item, UnitItem)]
-    texts = [piece.text for piece in pieces]
-    eots = [piece.eot for piece in pieces]
-    return _Batch(first, items[0].val, texts, eots, [piece.nbytes for piece in pieces], units)
+    return _Batch(first, items[0].val, pieces, units)
 
 
 def _val_encoding_error(err: ValueError) -> DataError:
@@ -291,7 +301,7 @@ class Profile:
 class _Inline:
     """The one-process path: encodes when its result is asked for, like ``AsyncResult.get``."""
 
-    def __init__(self, tokenizer: Tokenizer, args: tuple[Any, str, int]) -> None:
+    def __init__(self, tokenizer: Tokenizer, args: tuple[Work, str, int | None]) -> None:
         self.tokenizer = tokenizer
         self.args = args
 
@@ -395,7 +405,7 @@ def encode_to_shards(
                     batch = next(pending_batches, None)
                 if batch is None:
                     break
-                args = (batch.work(), dtype.name, split.max_chars)
+                args = (batch.work(), dtype.name, split.piece_chars)
                 if pool is None:
                     pending.append((_Inline(tokenizer, args), batch))
                 else:

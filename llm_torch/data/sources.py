@@ -116,6 +116,9 @@ class Corpus:
         text_column: The column holding the documents in Parquet and Arrow files.
         stream: ``(path, name, split)`` of a Hugging Face dataset streamed by ``datasets``
             instead of files (then ``files`` is empty).
+        cut_text: Whether text files are cut into ranges at safe boundaries (the tokenizer is
+            ``cut_safe``); if not, each is one unit. Not in the fingerprint: the documents are
+            the same.
     """
 
     source: str
@@ -124,6 +127,7 @@ class Corpus:
     builtin: bool = False
     text_column: str = "text"
     stream: tuple[str, str | None, str] | None = None
+    cut_text: bool = True
 
     @cached_property
     def file_units(self) -> dict[Path, list[Unit]]:
@@ -142,7 +146,7 @@ class Corpus:
             elif suffix in TABLE_SUFFIXES:
                 units[path] = list(table_groups(path, self.text_column))
             else:
-                units[path] = list(text_ranges(path))
+                units[path] = list(text_ranges(path, cut=self.cut_text))
         return units
 
     def _read_whole(self) -> Iterator[Iterator[str]]:

@@ -7,6 +7,13 @@ at the safe boundary (``boundaries``) nearest to it, so its two parts tokenize e
 document would, and each part ends with its own end-of-text token. With an explicit validation
 corpus (``val_source``) the whole source is training data instead.
 
+Cuts inside a document (the validation cut, pieces of ``max_chars``, ranges of text files) are
+made only for a tokenizer whose rule makes them safe (``Tokenizer.cut_safe``: tiktoken patterns,
+byte, char). For any other (``cut_documents=False``) each document is one piece, every text file
+one unit, and the straddling document is encoded whole and its *tokens* are cut, at the same
+fraction of them as the cut's fraction of its characters (``Piece.cut``): train and validation
+tokens together are exactly those of each whole document, plus the end-of-text at the cut.
+
 Files are streamed as units, unread (``UnitItem``: Parquet row groups, Arrow record batches,
 byte ranges of text and JSON Lines files): the tokenizer process that encodes a unit reads it and
 cuts its documents (``unit_pieces``) exactly as the parent cuts any other document. Only the unit
@@ -15,7 +22,7 @@ that holds the validation cut is read here, to cut it; the units' sizes are meas
 """
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from itertools import takewhile
 from typing import Any, NamedTuple, TypeVar
@@ -39,12 +46,16 @@ class Piece(NamedTuple):
         val: Whether it belongs to the validation split.
         eot: Whether an end-of-text token follows it (it ends a document or a split part).
         nbytes: Its UTF-8 size, for progress and the split offset.
+        cut: None, or for a document encoded whole and cut by tokens (``cut_documents=False``):
+            the character of ``text`` (the whole document) where validation begins. Its tokens
+            are cut at ``token_cut``; the training part keeps those before, validation the rest.
     """
 
     text: str
     val: bool
     eot: bool
     nbytes: int
+    cut: int | None = None
 
 
 class UnitItem(NamedTuple):
@@ -68,7 +79,8 @@ class SplitPoint:
     """Where validation starts: character ``char`` of document ``document`` (0-based).
 
     Documents are counted in corpus order, empty ones included. Documents before ``document`` and
-    ``text[:char]`` of it are training data; the rest is validation.
+    ``text[:char]`` of it are training data; the rest is validation. When documents are not cut
+    (``cut_documents=False``), the first ``token_cut`` tokens of it are training data instead.
     """
 
     document: int
@@ -93,15 +105,34 @@ def _utf8_size(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+def token_cut(tokens: int, char: int, chars: int) -> int:
+    """The training tokens of a whole-encoded document cut for validation at character ``char``.
+
+    The same fraction of its ``tokens`` as ``char`` is of its ``chars`` characters, rounded down.
+    """
+    return tokens * char // chars
+
+
+def _texts(chunks: Iterable[str], max_chars: int | None) -> Iterable[str]:
+    """A document's non-empty pieces: cut by ``split_text``, or whole when ``max_chars`` is None."""
+    if max_chars is not None:
+        return split_text(chunks, max_chars)
+    text = "".join(chunks)
+    return [text] if text else []
+
+
 def document_pieces(
-    chunks: Iterable[str], val: bool, max_chars: int, ends: bool = True
+    chunks: Iterable[str], val: bool, max_chars: int | None, ends: bool = True
 ) -> Iterator[Piece]:
-    """A document's pieces, the last followed by end-of-text if ``ends`` (it ends there)."""
-    for text, last in _with_last(split_text(chunks, max_chars)):
+    """A document's pieces, the last followed by end-of-text if ``ends`` (it ends there).
+
+    ``max_chars`` None: the document whole, as one piece (a tokenizer that is not cut-safe).
+    """
+    for text, last in _with_last(_texts(chunks, max_chars)):
         yield Piece(text, val, last and ends, _utf8_size(text))
 
 
-def unit_pieces(item: UnitItem, max_chars: int) -> Iterator[Piece]:
+def unit_pieces(item: UnitItem, max_chars: int | None) -> Iterator[Piece]:
     """The pieces of a unit's documents (read here: run by tokenizer processes).
 
     Raises:
@@ -121,6 +152,8 @@ class CorpusSplit:
         val: An explicit validation corpus, or None to hold out the end of ``train``.
         val_fraction: Fraction of ``train``'s bytes held out when ``val`` is None.
         max_chars: Largest piece in characters (see ``boundaries.split_text``).
+        cut_documents: Whether documents may be cut inside (the tokenizer's ``cut_safe``); if
+            not, they are tokenized whole (see the module docstring).
     """
 
     def __init__(
@@ -129,16 +162,23 @@ class CorpusSplit:
         val: Corpus | None = None,
         val_fraction: float = 0.1,
         max_chars: int = MAX_PIECE_CHARS,
+        cut_documents: bool = True,
     ) -> None:
         if val is None and not 0.0 < val_fraction < 1.0:
             raise DataError(
                 f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}. Fix: use "
                 "e.g. 0.1 to hold out the last 10% of the text, or give a val_source."
             )
+        if not cut_documents:  # text files become one unit each
+            train = replace(train, cut_text=False)
+            val = None if val is None else replace(val, cut_text=False)
         self.train = train
         self.val = val
         self.val_fraction = val_fraction
         self.max_chars = max_chars
+        self.cut_documents = cut_documents
+        self.piece_chars: int | None = max_chars if cut_documents else None
+        """Largest piece handed to the tokenizer; None: whole documents."""
         self.split_point: SplitPoint | None = None
         """Where validation began in ``train``; set once ``items`` has passed it."""
         self._sizes: Sizes | None = None
@@ -151,6 +191,7 @@ class CorpusSplit:
             "val": None if self.val is None else self.val.fingerprint,
             "val_fraction": self.val_fraction if self.val is None else None,
             "max_chars": self.max_chars,
+            **({} if self.cut_documents else {"cut_documents": False}),
         }
 
     def list_units(self) -> None:
@@ -229,7 +270,7 @@ class CorpusSplit:
                 docs, done, ends_last = [unit], 0, True  # a whole document, read here
             for index, chunks in enumerate(docs):
                 ends = index < len(docs) - 1 or ends_last
-                for text, last in _with_last(split_text(chunks, self.max_chars)):
+                for text, last in _with_last(_texts(chunks, self.piece_chars)):
                     nbytes = _utf8_size(text)
                     if in_val or offset + nbytes <= cut:
                         yield Piece(text, in_val, last and ends, nbytes)
@@ -245,9 +286,9 @@ class CorpusSplit:
         """Yields the training text only (e.g. to learn a character vocabulary)."""
         for item in takewhile(lambda item: not item.val, self.items()):
             if isinstance(item, UnitItem):
-                yield from (piece.text for piece in unit_pieces(item, self.max_chars))
+                yield from (piece.text for piece in unit_pieces(item, self.piece_chars))
             else:
-                yield item.text
+                yield item.text if item.cut is None else item.text[: item.cut]
 
     def _corpus_items(self, corpus: Corpus, val: bool) -> Iterator[Item]:
         """All of ``corpus``: its file units unread, the pieces of its other documents."""
@@ -255,12 +296,15 @@ class CorpusSplit:
             if isinstance(unit, Unit):
                 yield UnitItem(unit, val)
             else:
-                yield from document_pieces(unit, val, self.max_chars)
+                yield from document_pieces(unit, val, self.piece_chars)
 
     def _cut(
         self, text: str, cut_byte: int, last: bool, document: int, done: int
     ) -> Iterator[Piece]:
-        """Splits the piece holding the cut at the nearest safe boundary.
+        """Splits the piece holding the cut at the nearest safe boundary, or by tokens.
+
+        With ``cut_documents=False`` the piece is the whole document: both parts hold all of it,
+        with ``Piece.cut`` at the cut's character, and are cut by tokens when encoded.
 
         Args:
             text: The piece.
@@ -271,10 +315,15 @@ class CorpusSplit:
         """
         # Map the byte offset to a character offset, rounding down inside a multi-byte character.
         cut_char = len(text.encode("utf-8")[:cut_byte].decode("utf-8", "ignore"))
-        position = nearest_cut(text, cut_char)
+        if self.cut_documents:
+            position = nearest_cut(text, cut_char)
+            head, tail, cut = text[:position], text[position:], None
+        else:
+            position = cut_char
+            head, tail, cut = text, text, position
         self.split_point = SplitPoint(document, done + position)
-        head, tail = text[:position], text[position:]
+        head_bytes = _utf8_size(text[:position])
         if done + position > 0:  # the document has a training part: end it with end-of-text
-            yield Piece(head, False, True, _utf8_size(head))
-        if tail:
-            yield Piece(tail, True, last, _utf8_size(tail))
+            yield Piece(head, False, True, head_bytes, cut)
+        if position < len(text):
+            yield Piece(tail, True, last, _utf8_size(text) - head_bytes, cut)

@@ -2,7 +2,8 @@
 
 A text file is one document. To tokenize it on every core without the parent process reading it,
 it is cut into ranges of about ``RANGE_BYTES`` at safe boundaries (``boundaries``): encoding the
-ranges one by one gives the tokens of the whole file. A cut is found by reading a small probe at
+ranges one by one gives the tokens of the whole file. Only for a ``cut_safe`` tokenizer: for any
+other, a text file is one range, read and encoded whole. A cut is found by reading a small probe at
 each multiple of ``RANGE_BYTES``; a probe without a safe boundary merges two ranges. A JSON Lines
 file is cut the same way, after a newline, so each range holds whole lines (whole documents).
 
@@ -272,14 +273,15 @@ def _cuts(path: Path, range_bytes: int, find: Callable[[bytes], int | None]) -> 
     return [*cuts, size]
 
 
-def text_ranges(path: Path, range_bytes: int | None = None) -> list[TextRange]:
+def text_ranges(path: Path, range_bytes: int | None = None, cut: bool = True) -> list[TextRange]:
     """Cuts a text file into ranges at safe boundaries (one range if it is small).
 
     Args:
         path: The file.
         range_bytes: Bytes per range; ``RANGE_BYTES`` by default.
+        cut: False: the whole file as one range, for a tokenizer that is not ``cut_safe``.
     """
-    bounds = _cuts(path, range_bytes or RANGE_BYTES, _text_cut)
+    bounds = _cuts(path, range_bytes or RANGE_BYTES, _text_cut) if cut else [0, path.stat().st_size]
     last = len(bounds) - 2
     return [
         TextRange(path, start, stop, index == last)

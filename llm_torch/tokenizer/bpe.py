@@ -72,8 +72,12 @@ class TiktokenTokenizer:
         name: Our registry name (``"gpt2"``, ``"r50k_base"``, ``"cl100k_base"``, ``"o200k_base"``).
         vocab_size: ``Encoding.n_vocab`` (50257 for GPT-2), special tokens included.
         eot_id: The ``<|endoftext|>`` id (50256 for GPT-2).
+        cut_safe: True: the safe boundaries are proven for these encodings' patterns (see
+            ``Tokenizer.cut_safe``; ``tests/test_data_boundaries.py`` checks tiktoken's).
         num_threads: Threads for ``encode_batch``; not part of ``spec`` (it does not change ids).
     """
+
+    cut_safe = True
 
     def __init__(self, name: str = "gpt2", num_threads: int = 8) -> None:
         """Loads the encoding now, so a missing file fails here rather than mid-training.

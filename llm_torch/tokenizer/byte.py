@@ -18,6 +18,7 @@ class ByteTokenizer:
     name = "byte"
     vocab_size = 257
     eot_id = 256
+    cut_safe = True  # each character's bytes do not depend on its neighbours
 
     @property
     def spec(self) -> dict[str, Any]:

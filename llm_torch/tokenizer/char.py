@@ -25,6 +25,7 @@ class CharTokenizer:
     """
 
     name = "char"
+    cut_safe = True  # one id per character, whatever its neighbours
 
     def __init__(self, chars: str) -> None:
         """Creates the tokenizer from its vocabulary.

@@ -52,9 +52,13 @@ class HFTokenizer:
         path: Absolute path of ``tokenizer.json``.
         vocab_size: Highest id plus one, added tokens included.
         eot_id: Id of the document separator.
+        cut_safe: False (see ``Tokenizer.cut_safe``).
     """
 
     name = "hf"
+    cut_safe = False
+    """Not proven for any ``tokenizer.json``: normalizers, prefix markers (SentencePiece's "▁"
+    at the start of each encode call) and pre-tokenizers vary, so documents are encoded whole."""
 
     def __init__(
         self, path: str | os.PathLike[str], eot: str | int | None = None, sha256: str | None = None

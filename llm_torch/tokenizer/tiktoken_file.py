@@ -30,6 +30,42 @@ LLAMA3_PATTERN = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+#: GPT-4's pre-tokenizer (``cl100k_base``, as rustbpe and nanochat use it): contractions, letters
+#: with one leading non-letter, digits in groups of at most three, punctuation runs, newlines and
+#: spaces. Possessive quantifiers (``?+``, ``++``) keep it linear-time in fancy-regex. The default
+#: of ``llm-torch train-tokenizer``.
+GPT4_PATTERN = (
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"
+    r"|\s*[\r\n]|\s+(?!\S)|\s+"
+)
+
+#: tiktoken's own patterns, as ``tiktoken_ext.openai_public`` defines them (tiktoken 0.14).
+R50K_PATTERN = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"
+CL100K_PATTERN = (
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"
+    r"|\s++$|\s*[\r\n]|\s+(?!\S)|\s"
+)
+O200K_PATTERN = "|".join(
+    (
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"\p{N}{1,3}",
+        r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+        r"\s*[\r\n]+",
+        r"\s+(?!\S)",
+        r"\s+",
+    )
+)
+
+CUT_SAFE_PATTERNS: frozenset[str] = frozenset(
+    (R50K_PATTERN, CL100K_PATTERN, O200K_PATTERN, GPT4_PATTERN, LLAMA3_PATTERN)
+)
+"""Pre-tokenizer regexes for which ``llm_torch.data.boundaries`` proves its safe boundaries
+(``tests/test_data_boundaries.py`` checks each): a tiktoken file under one of them is
+``cut_safe``. Compared as exact strings, so an edited pattern is never assumed safe."""
+
 _LLAMA3_NAMED_SPECIALS = (
     "<|begin_of_text|>",
     "<|end_of_text|>",
@@ -167,6 +203,8 @@ class TiktokenFileTokenizer:
         eot_id: Id of the document separator (``<|end_of_text|>``, 128001, for Llama 3).
         eot_text: The separator's text.
         pattern: The pre-tokenizer regex in use.
+        cut_safe: Whether ``pattern`` is one of ``CUT_SAFE_PATTERNS`` (see
+            ``Tokenizer.cut_safe``).
         special_token_ids: ``{token: id}`` of every special token.
         num_threads: Threads for ``encode_batch``; not part of ``spec``.
     """
@@ -232,6 +270,7 @@ class TiktokenFileTokenizer:
         self.eot_text = self._resolve_eot(eot, specials)
         self.special_token_ids: dict[str, int] = specials
         self.pattern: str = LLAMA3_PATTERN if pat_str is None else pat_str
+        self.cut_safe: bool = self.pattern in CUT_SAFE_PATTERNS
         try:
             self._encoding = tiktoken.Encoding(
                 name=os.path.basename(self.path),

@@ -28,15 +28,7 @@ import tiktoken
 
 from llm_torch.data.sources import Corpus, resolve_source
 from llm_torch.tokenizer.base import EOT_TEXT, TokenizerUnavailableError
-from llm_torch.tokenizer.tiktoken_file import SIDECAR_FORMAT, sidecar_path
-
-#: GPT-4's pre-tokenizer (``cl100k_base``, as rustbpe and nanochat use it): contractions, letters
-#: with one leading non-letter, digits in groups of at most three, punctuation runs, newlines and
-#: spaces. Possessive quantifiers (``?+``, ``++``) keep it linear-time in fancy-regex.
-GPT4_PATTERN = (
-    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"
-    r"|\s*[\r\n]|\s+(?!\S)|\s+"
-)
+from llm_torch.tokenizer.tiktoken_file import GPT4_PATTERN, SIDECAR_FORMAT, sidecar_path
 
 RANKS_NAME = "tokenizer.model"
 """File name of the ranks file in the output folder (Llama 3's name for the same format)."""
