@@ -162,7 +162,7 @@ def measure_pipeline(source: str, tokenizer_name: str, num_proc: int) -> dict[st
     """Prepares a cache in a temporary folder; returns size, tokens, seconds, memory, profile."""
     base = _peak_rss_mb()
     tokenizer = get_tokenizer(tokenizer_name)
-    split = CorpusSplit(resolve_source(source), None, 0.1)
+    split = CorpusSplit(resolve_source(source), None, 0.1, cut_documents=tokenizer.cut_safe)
     profile: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -185,7 +185,8 @@ def measure_parent(source: str, tokenizer_name: str, num_proc: int) -> dict[str,
     linearly until the workers together tokenize this fast.
     """
     base = _peak_rss_mb()
-    split = CorpusSplit(resolve_source(source), None, 0.1)
+    cut_safe = get_tokenizer(tokenizer_name).cut_safe
+    split = CorpusSplit(resolve_source(source), None, 0.1, cut_documents=cut_safe)
     _ = split.identity, split.total_bytes  # hashing and sizing happen once, before tokenizing
     unit_bytes = split.train.unit_sizes()  # what workers report back for their units
     size = tokens = 0
