@@ -79,13 +79,16 @@ def _fold_union_errors(message: str) -> str:
     """Shorten jsonargparse's "does not validate against any of the Union subtypes" message.
 
     Keeps its first line (the key) and each distinct reason once, naming the classes it came
-    from; other messages keep their first four lines without the echoed value.
+    from; a union error without them (a ``class_path`` that is no architecture config) keeps its
+    first line and reasons; other messages keep their first four lines without the echoed value.
     """
     problem = r"- Problem with given class_path '[\w.]*?(\w+)':\n((?:\s{6,}\S.*(?:\n|$))+)"
     problems = re.findall(problem, message)
     lines = [line for line in message.splitlines() if not line.strip().startswith("Given value")]
-    if not problems:
-        return "\n".join(lines[:4])
+    if not problems:  # e.g. a class_path that is not an architecture config
+        bullets = [line.strip()[2:] for line in lines if line.strip().startswith("- ")]
+        bullets = [bullet for bullet in bullets if "NoneType" not in bullet]  # arch: ... | None
+        return " ".join([lines[0].strip(), *bullets]) if bullets else "\n".join(lines[:4])
     reasons: dict[str, list[str]] = {}
     for cls, reason in problems:
         reasons.setdefault(" ".join(reason.split()), []).append(cls)

@@ -26,25 +26,27 @@ ARCHITECTURES: dict[str, tuple[type[DecoderConfig], type[DecoderLM]]] = {
 }
 
 
-def _arch_name(config: DecoderConfig) -> str:
+def arch_name(config: DecoderConfig) -> str:
     """The registry name of a config's architecture."""
     for name, (config_cls, _) in ARCHITECTURES.items():
         if type(config) is config_cls:
             return name
+    known = ", ".join(f"{cls.__module__}.{cls.__name__}" for cls, _ in ARCHITECTURES.values())
     raise TypeError(
-        f"{type(config).__name__} is not a registered architecture config: add it to "
+        f"model.arch.class_path: {type(config).__name__} is not a registered architecture "
+        f"config. Use one of {known}, or register yours in "
         "llm_torch.architectures.registry.ARCHITECTURES."
     )
 
 
 def build_model(config: DecoderConfig) -> DecoderLM:
     """Instantiate the architecture that ``config`` describes."""
-    return ARCHITECTURES[_arch_name(config)][1](config)
+    return ARCHITECTURES[arch_name(config)][1](config)
 
 
 def config_to_dict(config: DecoderConfig) -> dict[str, Any]:
     """Plain-data form of a config: its fields plus ``"arch"``."""
-    return {"arch": _arch_name(config), **asdict(config)}
+    return {"arch": arch_name(config), **asdict(config)}
 
 
 def config_from_dict(data: dict[str, Any]) -> DecoderConfig:

@@ -21,6 +21,7 @@ from llm_torch.architectures.gpt import GPTConfig
 from llm_torch.architectures.registry import (
     Model,
     ModelConfig,
+    arch_name,
     build_model,
     config_from_dict,
     config_to_dict,
@@ -96,6 +97,7 @@ class CausalLMModule(LightningModule):
     ) -> None:
         super().__init__()
         arch = GPTConfig() if arch is None else arch
+        arch_name(arch)  # an unregistered config class fails here, before any data is prepared
         if vocab_size is not None:
             arch = replace(arch, vocab_size=vocab_size)
         if not 0 < min_lr <= lr:
