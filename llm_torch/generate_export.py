@@ -36,7 +36,9 @@ def _generate_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt_path", help="checkpoint written by `llm-torch fit`")
-    source.add_argument("--hf_dir", help="Hugging Face save_pretrained folder (GPT-2 or Llama)")
+    source.add_argument(
+        "--hf_dir", help="Hugging Face save_pretrained folder (GPT-2, Llama, Qwen 3)"
+    )
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="text to continue (default: start fresh)")
     prompt.add_argument("--prompt_file", help="file whose text is the prompt")

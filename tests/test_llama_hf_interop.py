@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 from llm_torch.architectures import Llama, LlamaConfig  # noqa: E402
 from llm_torch.components import rope_tables  # noqa: E402
+from llm_torch.engine.module import CausalLMModule  # noqa: E402
 from llm_torch.interop import from_hf, to_hf  # noqa: E402
 
 LLAMA3 = {
@@ -160,6 +161,28 @@ def test_save_pretrained_directories_round_trip(tmp_path: Path) -> None:
     assert max_diff(hf_logits(reloaded, idx), expected) < 1e-4
 
 
+def test_init_from_needs_no_head_dim_when_it_is_the_default(tmp_path: Path) -> None:
+    # transformers 5 writes head_dim into every config.json; an arch that leaves it at its
+    # default (n_embd // n_head, as configs/llama-3.2-1b.yaml does) is the same model.
+    hf = random_hf_llama(seed=5, **HF_CONFIGS["gqa-tied"])
+    hf.save_pretrained(tmp_path / "hf")
+    arch = LlamaConfig(
+        vocab_size=517,
+        block_size=96,
+        n_layer=2,
+        n_head=4,
+        n_kv_head=2,
+        n_embd=64,
+        mlp_hidden=96,
+        norm_eps=1e-6,
+        tie_embeddings=True,
+    )
+    module = CausalLMModule(arch, init_from=str(tmp_path / "hf"))
+    module.configure_model()
+    idx = torch.randint(0, 517, (2, 96))
+    assert max_diff(ours(module.model.eval(), idx), hf_logits(hf, idx)) < 1e-4
+
+
 def test_export_of_a_native_model_with_padded_vocabulary() -> None:
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -204,7 +227,9 @@ def test_unsupported_variants_are_refused_by_name(kwargs: dict[str, Any], messag
 
 def test_unknown_model_type_is_refused() -> None:
     fake = types.SimpleNamespace(config=types.SimpleNamespace(model_type="bert"))
-    with pytest.raises(ValueError, match=r"model_type 'bert': llm-torch imports 'gpt2', 'llama'"):
+    with pytest.raises(
+        ValueError, match=r"model_type 'bert': llm-torch imports 'gpt2', 'llama', 'qwen3'"
+    ):
         from_hf(fake)
 
 

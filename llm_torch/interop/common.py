@@ -107,7 +107,10 @@ def refuse_export(family: str, values: dict[str, tuple[Any, tuple[Any, ...]]]) -
 
 
 def recipe_options(cfg: GPTConfig | LlamaConfig, activation: str) -> dict[str, Any]:
-    """The speedrun-recipe fields no ``transformers`` class here computes, for refuse_export."""
+    """The speedrun-recipe fields, each with the one value a plain GPT-2 or Llama has.
+
+    For :func:`refuse_export`; Qwen 3 overrides the ``qk_norm`` entry (it has QK-norm).
+    """
     return {
         "qk_norm": (cfg.qk_norm, (False,)),
         "mlp_activation": (cfg.resolved_mlp_activation, (activation,)),

@@ -1,6 +1,7 @@
 """Hugging Face ``transformers`` interop: import and export weights with identical outputs.
 
-Each supported family is one table (:mod:`llm_torch.interop.gpt2`, :mod:`llm_torch.interop.llama`):
+Each supported family is one table (:mod:`llm_torch.interop.gpt2`, :mod:`llm_torch.interop.llama`,
+:mod:`llm_torch.interop.qwen3`):
 how every llm-torch tensor is made of ``transformers`` tensors, plus a config translation in each
 direction. Import and export here are the same generic loop over that table, so a new family is a
 new table, not new plumbing.
@@ -19,12 +20,13 @@ from llm_torch.architectures.llama import Llama
 from llm_torch.architectures.registry import Model
 from llm_torch.interop.gpt2 import GPT2
 from llm_torch.interop.llama import LLAMA
+from llm_torch.interop.qwen3 import QWEN3
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
-_FAMILIES = {family.model_type: family for family in (GPT2, LLAMA)}
+_FAMILIES = {family.model_type: family for family in (GPT2, LLAMA, QWEN3)}
 
 
 def _load_hf_model(model_or_dir: "PreTrainedModel | str | os.PathLike[str]") -> "PreTrainedModel":
@@ -45,12 +47,13 @@ def from_hf(model_or_dir: "PreTrainedModel | str | os.PathLike[str]") -> Model:
     """Build an llm-torch model holding a Hugging Face model's weights.
 
     Args:
-        model_or_dir: A ``transformers.GPT2LMHeadModel`` or ``LlamaForCausalLM`` instance, or a
-            directory written by its ``save_pretrained`` (safetensors or PyTorch weights).
+        model_or_dir: A ``transformers.GPT2LMHeadModel``, ``LlamaForCausalLM`` or
+            ``Qwen3ForCausalLM`` instance, or a directory written by its ``save_pretrained``
+            (safetensors or PyTorch weights).
 
     Returns:
-        A float32 :class:`GPT` or :class:`Llama` in eval mode whose logits equal the source
-        model's, on the source's device.
+        A float32 :class:`GPT` or :class:`Llama` (with ``qk_norm`` for Qwen 3) in eval mode whose
+        logits equal the source model's, on the source's device.
 
     Raises:
         ValueError: If the model's architecture or options are not supported.
@@ -85,7 +88,8 @@ def to_hf(
 ) -> "PreTrainedModel":
     """Convert an llm-torch model into the ``transformers`` model with the same logits.
 
-    A :class:`GPT` becomes a ``GPT2LMHeadModel``, a :class:`Llama` a ``LlamaForCausalLM``. Save
+    A :class:`GPT` becomes a ``GPT2LMHeadModel``, a :class:`Llama` a ``LlamaForCausalLM``, or a
+    ``Qwen3ForCausalLM`` if it has QK-norm (Qwen 3 is Llama with QK-norm). Save
     the result with ``save_pretrained(dir)``; ``AutoModelForCausalLM.from_pretrained(dir)`` then
     loads it.
 
@@ -94,7 +98,7 @@ def to_hf(
         eos_token_id: End-of-text id to record as the model's EOS token (the tokenizer knows
             it; GPT-2's is 50256). ``None`` records none.
         bos_token_id: Beginning-of-text id; ``None`` means ``eos_token_id`` for GPT-2 (whose BOS
-            is its end-of-text token) and none for Llama.
+            is its end-of-text token) and none for Llama and Qwen 3.
 
     Raises:
         TypeError: If ``model`` is neither a GPT nor a Llama.
@@ -106,7 +110,7 @@ def to_hf(
         family = GPT2
         bos_token_id = eos_token_id if bos_token_id is None else bos_token_id
     elif isinstance(model, Llama):
-        family = LLAMA
+        family = QWEN3 if model.config.qk_norm else LLAMA
     else:
         raise TypeError(
             f"to_hf exports GPT and Llama models, not {type(model).__name__} (unwrap compiled or "

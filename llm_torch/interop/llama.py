@@ -1,4 +1,8 @@
-"""Llama family of the Hugging Face interop: ``Llama`` <-> ``transformers.LlamaForCausalLM``."""
+"""Llama family of the Hugging Face interop: ``Llama`` <-> ``transformers.LlamaForCausalLM``.
+
+The config translations take the family's name and QK-norm setting, so Qwen 3 (a Llama with
+QK-norm, :mod:`llm_torch.interop.qwen3`) reuses them rather than copying them.
+"""
 
 from typing import Any
 
@@ -16,12 +20,20 @@ def _hf_rope(hf_config: Any) -> dict[str, Any]:
     return params
 
 
-def _llama_config_from_hf(hf_config: Any) -> LlamaConfig:
-    """Translate a ``transformers.LlamaConfig``, refusing variants Llama cannot express."""
+def llama_config_from_hf(
+    hf_config: Any, family: str = "Llama", qk_norm: bool = False
+) -> LlamaConfig:
+    """Translate a ``transformers`` Llama-style config, refusing variants Llama cannot express.
+
+    Args:
+        hf_config: A ``transformers.LlamaConfig`` (or ``Qwen3Config``: the same keys).
+        family: Name the refusal messages give the checkpoint.
+        qk_norm: Whether the family normalises queries and keys (Qwen 3 does, Llama does not).
+    """
     rope = _hf_rope(hf_config)
     rope_type = rope["rope_type"]
     refuse(
-        "Llama",
+        family,
         {
             "hidden_act": (hf_config.hidden_act, ("silu",)),
             "attention_bias": (hf_config.attention_bias, (False,)),
@@ -39,6 +51,9 @@ def _llama_config_from_hf(hf_config: Any) -> LlamaConfig:
             "high_freq_factor": rope["high_freq_factor"],
             "original_max_position_embeddings": rope["original_max_position_embeddings"],
         }
+    head_dim = getattr(hf_config, "head_dim", None)
+    if head_dim is not None and head_dim * hf_config.num_attention_heads == hf_config.hidden_size:
+        head_dim = None  # the default, as a config that does not name it says (init_from compares)
     return LlamaConfig(
         vocab_size=hf_config.vocab_size,
         block_size=hf_config.max_position_embeddings,
@@ -47,23 +62,31 @@ def _llama_config_from_hf(hf_config: Any) -> LlamaConfig:
         n_kv_head=hf_config.num_key_value_heads or hf_config.num_attention_heads,
         n_embd=hf_config.hidden_size,
         mlp_hidden=hf_config.intermediate_size,
-        head_dim=getattr(hf_config, "head_dim", None),
+        head_dim=head_dim,
         norm_eps=hf_config.rms_norm_eps,
         rope_theta=rope["rope_theta"],
         rope_scaling=scaling,
         tie_embeddings=hf_config.tie_word_embeddings,
+        qk_norm=qk_norm,
         # HF has attention dropout only; ours also drops residuals. Both are off in eval.
         dropout=hf_config.attention_dropout,
     )
 
 
-def _llama_config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
+def llama_config_to_hf(
+    cfg: LlamaConfig, family: str = "Llama", qk_norm: bool = False
+) -> dict[str, Any]:
     """``transformers.LlamaConfig`` arguments for a Llama.
 
+    Args:
+        cfg: The model's config.
+        family: Name the refusal messages give the ``transformers`` model class.
+        qk_norm: The QK-norm setting that class computes (Qwen 3: on; Llama: off).
+
     Raises:
-        ValueError: For options ``LlamaForCausalLM`` lacks (QK-norm, ReLU^2, soft-capping).
+        ValueError: For options the class lacks (QK-norm for Llama, ReLU^2, soft-capping).
     """
-    refuse_export("Llama", recipe_options(cfg, "swiglu"))
+    refuse_export(family, {**recipe_options(cfg, "swiglu"), "qk_norm": (cfg.qk_norm, (qk_norm,))})
     return {
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.n_embd,
@@ -109,6 +132,6 @@ LLAMA = Family(
         t("mlp.proj.weight", "mlp.down_proj.weight"),
     ),
     hf_block="model.layers.{}.",
-    config_from_hf=_llama_config_from_hf,
-    config_to_hf=_llama_config_to_hf,
+    config_from_hf=llama_config_from_hf,
+    config_to_hf=llama_config_to_hf,
 )
