@@ -24,6 +24,12 @@ Decoding with the cache comes in three flavours, all writing the same preallocat
   instead of dozens). Prefill stays an eager forward pass. Compiling costs seconds to minutes
   once per shape, so it is for long or repeated runs on GPU, never for a 20-token run; on CPU
   it is no faster than eager for GPT-2 124M (see the README's Performance section).
+
+The cache outlives the call: the next ``generate`` with the same batch size and cache length
+(on the same dtype and device) zeroes and reuses the same buffers instead of allocating new
+ones. A compiled step needs that: CUDA graphs read the cache at the address they were recorded
+with, and a moved cache makes them record again, every call (``--num_samples``, chat turns).
+Any other shape gets a new cache; ``model.clear_cache()`` frees it.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +40,7 @@ import torch
 from torch import Tensor
 
 from llm_torch.architectures.registry import Model
+from llm_torch.components import KVCache
 
 #: Called as ``on_token(batch_index, token_id)`` for each new token as soon as it is sampled;
 #: ``batch_index`` is the prompt's index in ``prompt_ids``.
@@ -48,6 +55,8 @@ Prompt = tuple[int, str, list[int]]
 def kv_cache(model: Model, batch_size: int, max_len: int | None = None) -> Iterator[Model]:
     """Give ``model`` KV caches for the ``with`` block, and free them after it.
 
+    For driving ``model(idx, input_pos)`` by hand; :func:`generate` manages its own cache.
+
     Args:
         model: A GPT or Llama.
         batch_size: Largest batch decoded inside the block.
@@ -58,6 +67,29 @@ def kv_cache(model: Model, batch_size: int, max_len: int | None = None) -> Itera
         yield model
     finally:
         model.clear_cache()
+
+
+def _reuse_or_setup_cache(model: Model, batch_size: int, max_len: int) -> None:
+    """Give ``model`` KV caches of this shape, zeroing the ones it has if they already fit.
+
+    Reusing keeps the buffers at the addresses a compiled decode step was recorded with (see
+    the module docstring). Only an exact match of batch size, length, dtype and device is
+    reused: another shape needs another compiled step anyway, and a longer cache would make a
+    static step read more keys than a fresh run (more work, and other rounding).
+
+    Args:
+        model: A GPT or Llama.
+        batch_size: Rows the cache must hold.
+        max_len: Positions the cache must hold.
+    """
+    weight = model.wte.weight
+    wanted = (batch_size, max_len, weight.dtype, weight.device)
+    caches = [module for module in model.modules() if isinstance(module, KVCache)]
+    if caches and all((c.batch_size, c.max_len, c.k.dtype, c.k.device) == wanted for c in caches):
+        for cache in caches:
+            cache.reset()
+    else:
+        model.setup_cache(batch_size, max_len)
 
 
 def sample_next(
@@ -123,7 +155,8 @@ def generate(
 
     All prompts run as one batch, whatever their lengths (see the module docstring), so
     ``on_token`` streams step by step, rows in order. Put the model in eval mode first (dropout
-    would apply otherwise); the mode is left as it is.
+    would apply otherwise); the mode is left as it is. With ``use_cache``, the KV cache stays on
+    the model for the next call of the same shape; ``model.clear_cache()`` frees it.
 
     Args:
         model: A GPT or Llama.
@@ -289,21 +322,21 @@ def _decode_cached(
         cache_len = min(model.config.block_size, -(-cache_len // multiple) * multiple)
     slots = torch.arange(cache_len, device=device)
     compiled = compiled_decode_step(device) if mode == "compiled" else None
-    with kv_cache(model, ids.size(0), cache_len):
-        logits = model(ids, input_pos=0, pad=pad, last_only=True)[:, -1].float()
-        for step in range(max_new_tokens):
-            next_ids = pick(logits)
-            if stream.push(next_ids) or step == max_new_tokens - 1:
-                break
-            tokens, slot = next_ids[:, None], prompt_len + step
-            if mode == "dynamic":
-                logits = model(tokens, input_pos=slot, pad=pad, last_only=True)[:, -1].float()
-            elif compiled is None:
-                logits = _decode_step(model, tokens, slots[slot], pad)
-            else:
-                if device.type == "cuda":  # the previous replay's outputs are consumed
-                    torch.compiler.cudagraph_mark_step_begin()
-                logits = compiled(model, tokens, slots[slot], pad)
+    _reuse_or_setup_cache(model, ids.size(0), cache_len)  # kept for the next call: no clear
+    logits = model(ids, input_pos=0, pad=pad, last_only=True)[:, -1].float()
+    for step in range(max_new_tokens):
+        next_ids = pick(logits)
+        if stream.push(next_ids) or step == max_new_tokens - 1:
+            break
+        tokens, slot = next_ids[:, None], prompt_len + step
+        if mode == "dynamic":
+            logits = model(tokens, input_pos=slot, pad=pad, last_only=True)[:, -1].float()
+        elif compiled is None:
+            logits = _decode_step(model, tokens, slots[slot], pad)
+        else:
+            if device.type == "cuda":  # the previous replay's outputs are consumed
+                torch.compiler.cudagraph_mark_step_begin()
+            logits = compiled(model, tokens, slots[slot], pad)
 
 
 def _decode_sliding(

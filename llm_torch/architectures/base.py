@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from llm_torch.architectures.config import DecoderConfig
 from llm_torch.components import CausalSelfAttention, LearnedPositionEmbedding, RotaryEmbedding
 from llm_torch.components.attention import PositionalHook
+from llm_torch.components.kv_cache import check_range
 
 
 def capped_logits(logits: Tensor, softcap: float | None) -> Tensor:
@@ -193,10 +194,13 @@ class DecoderLM(nn.Module, ABC):
     def _check_positions(self, seq_len: int, input_pos: int | Tensor | None) -> None:
         """Raise if positions ``input_pos .. input_pos + seq_len - 1`` pass ``block_size``.
 
-        A tensor position is checked by the cache instead, against its ``max_len`` (at most
-        ``block_size``), in eager mode.
+        A tensor position is checked against the cache's length (at most ``block_size``) here,
+        once per forward pass rather than in every layer's cache: reading it is a host sync.
+        Compiled steps skip the check (they cannot read it without a graph break).
         """
         if isinstance(input_pos, Tensor):
+            if self._cache_len is not None and not torch.compiler.is_compiling():
+                check_range(int(input_pos), seq_len, self._cache_len)
             return
         block_size = self.config.block_size
         if (input_pos or 0) + seq_len <= block_size:
@@ -298,7 +302,11 @@ class DecoderLM(nn.Module, ABC):
         self._cache_len = max_len
 
     def clear_cache(self) -> None:
-        """Free the KV caches that :meth:`setup_cache` allocated."""
+        """Free the KV caches that :meth:`setup_cache` allocated.
+
+        :func:`~llm_torch.generation.generate` leaves its cache in place for the next call of
+        the same shape; this is how to give that memory back.
+        """
         for attention in self._attention_layers():
             attention.clear_cache()
         self._cache_len = None

@@ -14,6 +14,8 @@ Two ways to read it back, chosen by the type of ``input_pos``:
   position per step, which is cheapest in eager mode but gives every step a new shape.
 - 0-d ``Tensor`` (static): the whole buffer, every step. Shapes never change, so a decode step
   compiles once and can be captured as a CUDA graph; the caller masks the unwritten positions.
+  The position stays on the device: reading it here would cost a host sync in every layer, so
+  the model checks its range once per forward pass (:func:`check_range`).
 """
 
 import torch
@@ -87,9 +89,9 @@ class KVCache(nn.Module):
             ``0 .. input_pos + T - 1`` for an ``int``; all ``max_len`` positions for a tensor.
 
         Raises:
-            ValueError: If the positions run past ``max_len`` or the batch exceeds ``batch_size``
-                (for a tensor position, checked in eager mode only: a compiled step cannot read
-                it without a device sync).
+            ValueError: If the batch exceeds ``batch_size``, or an ``int`` position runs past
+                ``max_len`` (a tensor position is the caller's to check, see the module
+                docstring).
         """
         batch, seq_len = k.size(0), k.size(2)
         if batch > self.batch_size:
@@ -97,27 +99,40 @@ class KVCache(nn.Module):
                 f"Batch of {batch} sequences does not fit a KV cache set up for {self.batch_size}."
             )
         if isinstance(input_pos, Tensor):
-            if not torch.compiler.is_compiling():
-                self._check_range(int(input_pos), seq_len)
             index = input_pos + torch.arange(seq_len, device=k.device)
             self.k[:batch].index_copy_(2, index, k)
             self.v[:batch].index_copy_(2, index, v)
             return self.k[:batch], self.v[:batch]
-        self._check_range(input_pos, seq_len)
+        check_range(input_pos, seq_len, self.max_len)
         end = input_pos + seq_len
         self.k[:batch, :, input_pos:end] = k
         self.v[:batch, :, input_pos:end] = v
         return self.k[:batch, :, :end], self.v[:batch, :, :end]
 
-    def _check_range(self, input_pos: int, seq_len: int) -> None:
-        end = input_pos + seq_len
-        if input_pos < 0 or end > self.max_len:
-            raise ValueError(
-                f"KV cache overflow: positions {input_pos}..{end - 1} were requested, but the "
-                f"cache holds {self.max_len} positions. Set up the cache with a larger max_len "
-                "(at most the model's block_size), or generate fewer tokens."
-            )
+    def reset(self) -> None:
+        """Zero the buffers in place, as allocated, so a reused cache starts clean.
+
+        A static step reads every slot, unwritten ones masked; masking a non-finite leftover
+        (from an earlier run that overflowed) would still give ``0 * inf = NaN``.
+        """
+        self.k.zero_()
+        self.v.zero_()
 
     def extra_repr(self) -> str:
         """Show the buffer shape in ``print(model)``."""
         return f"shape={tuple(self.k.shape)}, dtype={self.k.dtype}"
+
+
+def check_range(input_pos: int, seq_len: int, max_len: int) -> None:
+    """Raise if positions ``input_pos .. input_pos + seq_len - 1`` do not fit ``max_len``.
+
+    Raises:
+        ValueError: Naming the positions, the cache's length and the fix.
+    """
+    end = input_pos + seq_len
+    if input_pos < 0 or end > max_len:
+        raise ValueError(
+            f"KV cache overflow: positions {input_pos}..{end - 1} were requested, but the "
+            f"cache holds {max_len} positions. Set up the cache with a larger max_len "
+            "(at most the model's block_size), or generate fewer tokens."
+        )

@@ -68,6 +68,8 @@ class TextSampleLogger(Callback):
                 # The cache holds at most block_size tokens; longer samples slide the context.
                 use_cache=len(prompt) + self.max_new_tokens <= model.config.block_size,
             )
+        # generate keeps its cache for the next call; training must not carry it until then.
+        model.clear_cache()
         model.train(was_training)
         if trainer.is_global_zero:
             text = tokenizer.decode(ids[0])
