@@ -173,7 +173,9 @@ def test_predict_writes_greedy_generations_as_jsonl(
         "--model.sampling.temperature=0",
         "--model.sampling.max_new_tokens=10",
     ]
-    cli(["predict", f"--config={CONFIG}", *args, f"--ckpt_path={ckpt}"])
+    run = cli(["predict", f"--config={CONFIG}", *args, f"--ckpt_path={ckpt}"])
+    # generate keeps its KV cache for the next batch; the end of predict frees it.
+    assert not any("cache" in name for name, _ in run.model.named_buffers())
     rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert [(row["index"], row["prompt"]) for row in rows] == [(0, "KING:"), (1, "QUEEN: thou")]
     model, tokenizer = load_checkpoint(ckpt)

@@ -340,6 +340,10 @@ class CausalLMModule(LightningModule):
             for (index, text, _), prompt, out in zip(batch, prompts, outputs, strict=True)
         ]
 
+    def on_predict_end(self) -> None:
+        """Free the KV cache that ``generate`` keeps, so a later fit carries no cache buffers."""
+        self._built_model().clear_cache()
+
     def _log_loss_and_perplexity(self, stage: str, metric: MeanMetric) -> None:
         loss = metric.compute()  # reduces across ranks
         metric.reset()
