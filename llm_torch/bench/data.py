@@ -45,9 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from llm_torch.data import encode, shakespeare
+from llm_torch.corpus import shakespeare
+from llm_torch.corpus.sources import resolve_source
+from llm_torch.data import encode
 from llm_torch.data.cache import available_cpus, build_cache, cache_folder
-from llm_torch.data.sources import resolve_source
 from llm_torch.data.splits import MAX_PIECE_CHARS, CorpusSplit
 from llm_torch.tokenizer import get_tokenizer
 from llm_torch.tokenizer.bpe import TIKTOKEN_ENCODINGS, load_encoding

@@ -33,9 +33,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from llm_torch.corpus.errors import DataError
 from llm_torch.data import encode
 from llm_torch.data.encode import SPLITS, token_dtype, write_json
-from llm_torch.data.errors import DataError
 from llm_torch.data.shards import Shard, read_shard
 from llm_torch.data.splits import CorpusSplit
 from llm_torch.tokenizer import Tokenizer

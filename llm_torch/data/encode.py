@@ -39,10 +39,10 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from llm_torch.data.errors import DataError
+from llm_torch.corpus.errors import DataError
+from llm_torch.corpus.tables import TableGroup
 from llm_torch.data.shards import HEADER_BYTES, header
 from llm_torch.data.splits import CorpusSplit, Item, Piece, UnitItem, token_cut, unit_pieces
-from llm_torch.data.tables import TableGroup
 from llm_torch.tokenizer import Tokenizer
 
 SPLITS: tuple[str, ...] = ("train", "val")

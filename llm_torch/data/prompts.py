@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from llm_torch.data.errors import DataError
+from llm_torch.corpus.errors import DataError
 
 
 def read_prompts(path: Path) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import tiktoken
 
-from llm_torch.data.sources import Corpus, resolve_source
+from llm_torch.corpus.sources import Corpus, resolve_source
 from llm_torch.tokenizer.base import EOT_TEXT, TokenizerUnavailableError
 from llm_torch.tokenizer.tiktoken_file import GPT4_PATTERN, SIDECAR_FORMAT, sidecar_path
 

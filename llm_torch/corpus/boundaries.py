@@ -22,7 +22,7 @@ newline) is one piece both in the whole text and at the end of ``text[:p]`` (``\
 them differ (``"\n\n"`` is one piece at the end, two in the middle), hence ``X``. BPE merges never
 cross pieces, so encoding ``text[:p]`` and ``text[p:]`` separately and concatenating the ids gives
 exactly the ids of ``text``. (``str.isspace`` covers Unicode's ``White_Space``, the regexes'
-``\s``.) ``tests/test_data_boundaries.py`` checks this against every one of these patterns.
+``\s``.) ``tests/test_corpus_boundaries.py`` checks this against every one of these patterns.
 
 Byte and character tokenizers encode each character on its own, so any cut is safe for them.
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from llm_torch.data.errors import DataError
+from llm_torch.corpus.errors import DataError
 
 TABLE_SUFFIXES: tuple[str, ...] = (".parquet", ".arrow")
 """Files read as tables, one document per row (``.arrow``: a ``datasets`` cache file)."""
