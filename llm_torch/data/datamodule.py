@@ -28,7 +28,7 @@ from llm_torch.data.cache import (
     read_meta,
     shard_list,
 )
-from llm_torch.data.prompts import read_prompts
+from llm_torch.data.prompts import Prompt, read_prompts
 from llm_torch.data.shards import (
     Shard,
     TokenStream,
@@ -39,7 +39,6 @@ from llm_torch.data.shards import (
 )
 from llm_torch.data.splits import CorpusSplit
 from llm_torch.data.windows import Batch, TrainBatches, ValWindows
-from llm_torch.generation import Prompt
 from llm_torch.tokenizer import CharTokenizer, Tokenizer, get_tokenizer
 
 
