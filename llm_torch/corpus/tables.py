@@ -168,16 +168,6 @@ def group_text_bytes(group: TableGroup) -> int:
     return pc.sum(pc.binary_length(_group_column(group))).as_py() or 0
 
 
-def read_table_texts(path: Path, column: str = "text") -> Iterator[str]:
-    """Yields the text column of each row, one group in memory at a time.
-
-    Raises:
-        DataError: See ``table_groups`` and ``group_texts``.
-    """
-    for group in table_groups(path, column):
-        yield from group_texts(group)
-
-
 def import_datasets(source: str) -> Any:
     """The ``datasets`` package, or a DataError saying how to install it."""
     try:
