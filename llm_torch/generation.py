@@ -46,10 +46,6 @@ from llm_torch.components import KVCache
 #: ``batch_index`` is the prompt's index in ``prompt_ids``.
 TokenCallback = Callable[[int, int], None]
 
-#: One prompt of ``llm-torch predict``: its index in the prompts file, its text and its token
-#: ids. ``CausalLMModule.predict_step`` returns the same triple with the new ids in their place.
-Prompt = tuple[int, str, list[int]]
-
 
 @contextmanager
 def kv_cache(model: Model, batch_size: int, max_len: int | None = None) -> Iterator[Model]:

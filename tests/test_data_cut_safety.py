@@ -16,10 +16,10 @@ from data_helpers import read_tokens, words_text, write
 from test_data_scale import module, shard_bytes, write_jsonl
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
-from llm_torch.data import textfiles
-from llm_torch.data.boundaries import is_safe_boundary
+from llm_torch.corpus import textfiles
+from llm_torch.corpus.boundaries import is_safe_boundary
+from llm_torch.corpus.sources import resolve_source
 from llm_torch.data.cache import build_cache, cache_folder
-from llm_torch.data.sources import resolve_source
 from llm_torch.data.splits import MAX_PIECE_CHARS, CorpusSplit
 from llm_torch.tokenizer import (
     ByteTokenizer,
@@ -144,7 +144,7 @@ def test_cut_safe_is_true_only_where_the_rule_is_proven(
     tiny_bpe: Path, sentencepiece_json: Path
 ) -> None:
     assert ByteTokenizer().cut_safe and CharTokenizer("ab").cut_safe
-    assert TiktokenTokenizer.cut_safe  # r50k, cl100k, o200k (test_data_boundaries checks them)
+    assert TiktokenTokenizer.cut_safe  # r50k, cl100k, o200k (test_corpus_boundaries checks them)
     assert TiktokenFileTokenizer(tiny_bpe).cut_safe  # Llama 3's pattern
     assert TiktokenFileTokenizer(tiny_bpe, pat_str=GPT4_PATTERN).cut_safe  # train-tokenizer's
     assert TiktokenFileTokenizer(tiny_bpe, pat_str=GPT2_PATTERN).cut_safe

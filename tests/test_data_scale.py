@@ -13,8 +13,8 @@ import torch
 from bpe_helpers import real_encoding
 from data_helpers import documents, read_tokens, reference_split, words_text, write
 
+from llm_torch.corpus.sources import resolve_source
 from llm_torch.data import DataError, TextDataModule, encode, prepare
-from llm_torch.data.sources import resolve_source
 from llm_torch.data.windows import TrainBatches
 
 DOCS = [words_text(120 + 37 * i, seed=i) for i in range(12)] + ["", "naïve café ☕ done\n"]

@@ -10,10 +10,11 @@ from bpe_helpers import real_encoding
 from data_helpers import read_tokens, reference_split, words_text, write
 from test_data_scale import interrupt_prepare, module, shard_bytes, write_jsonl, write_parquet
 
-from llm_torch.data import DataError, textfiles
-from llm_torch.data.boundaries import is_safe_boundary
-from llm_torch.data.tables import TableGroup, group_texts, table_groups
-from llm_torch.data.textfiles import JsonlRange, TextRange, jsonl_ranges, text_ranges
+from llm_torch.corpus import textfiles
+from llm_torch.corpus.boundaries import is_safe_boundary
+from llm_torch.corpus.tables import TableGroup, group_texts, table_groups
+from llm_torch.corpus.textfiles import JsonlRange, TextRange, jsonl_ranges, text_ranges
+from llm_torch.data import DataError
 
 DOCS = [words_text(80 + 29 * i, seed=i) for i in range(30)] + ["", "naïve café ☕ done\n"]
 

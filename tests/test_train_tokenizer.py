@@ -198,6 +198,17 @@ def test_cutting_long_texts_leaves_the_counts_unchanged(
     assert cut == (trained / "tokenizer.model").read_bytes()
 
 
+def test_long_texts_are_cut_after_the_last_newline_before_a_non_space(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(train, "PIECE_CHARS", 10)
+    chunks = ["ab\ncd\n  e", "f\nghijklmnopqrstu\n\nvw", "xyz12"]
+    # By hand: "\n  " is skipped (a space follows), a 10-character window without a newline is
+    # cut at 10, and "\n\n" then a letter is a line start.
+    expected = ["ab\n", "cd\n  ef\n", "ghijklmnop", "qrstu\n\n", "vwxyz12"]
+    assert list(train._pieces(chunks)) == expected
+
+
 def test_unique_ranks_drops_a_repeated_token_and_keeps_the_order() -> None:
     learned = [(b"a", 0), (b"b", 1), (b"ab", 2), (b"abab", 4), (b"ab", 3), (b"x", 5)]
     assert unique_ranks(learned) == {b"a": 0, b"b": 1, b"ab": 2, b"abab": 3, b"x": 4}

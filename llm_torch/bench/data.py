@@ -20,7 +20,8 @@ Flat memory means the peaks do not grow with the corpus size: ``--synthetic-mb 1
 
 The profile columns give the parent's seconds spent reading and cutting text (``read``; for
 Parquet: listing row groups and sizing them in the workers), waiting for the workers (``wait``)
-and writing shards (``write``). The parent is the only serial part, so tokenization scales
+and writing shards (``write``), timed from outside the pipeline (``phase_seconds``). The parent
+is the only serial part, so tokenization scales
 linearly with processes until the workers together outrun it. "parent alone" times that serial
 part by itself (text to batches or row groups listed, the pickling both ways, shard writes, with
 tokenization replaced by a zero array); "parent feeds" divides its rate by one worker's.
@@ -30,7 +31,10 @@ benchmark, read together.
 """
 
 import argparse
+import contextlib
+import functools
 import json
+import multiprocessing.pool
 import pickle
 import random
 import resource
@@ -42,12 +46,14 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
-from llm_torch.data import encode, shakespeare
+from llm_torch.corpus import shakespeare
+from llm_torch.corpus.sources import resolve_source
+from llm_torch.data import encode
 from llm_torch.data.cache import available_cpus, build_cache, cache_folder
-from llm_torch.data.sources import resolve_source
 from llm_torch.data.splits import MAX_PIECE_CHARS, CorpusSplit
 from llm_torch.tokenizer import get_tokenizer
 from llm_torch.tokenizer.bpe import TIKTOKEN_ENCODINGS, load_encoding
@@ -158,18 +164,66 @@ def _result(
     }
 
 
+@contextlib.contextmanager
+def phase_seconds() -> Iterator[dict[str, float]]:
+    """Times the parent's phases of ``build_cache`` from outside, by wrapping what does them.
+
+    ``read``: producing batches (``encode.batches``) and sizing the units for the validation cut
+    (``CorpusSplit.measure``); ``wait``: waiting for a batch's tokens (a pool result's ``get``;
+    with one process, ``encode.encode_work`` itself); ``write``: ``ShardWriter.write``. The
+    wrappers are process-wide, hence only in a measurement's own process
+    (``_in_fresh_process``). Yields the seconds, filled in as the phases run.
+    """
+    seconds = {"read": 0.0, "wait": 0.0, "write": 0.0}
+    original_batches = encode.batches
+
+    def timed(phase: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[phase] += time.perf_counter() - start
+
+        return wrapper
+
+    def timed_batches(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        produced = original_batches(*args, **kwargs)
+        while True:
+            start = time.perf_counter()
+            batch = next(produced, None)
+            seconds["read"] += time.perf_counter() - start
+            if batch is None:
+                return
+            yield batch
+
+    wrapped = [
+        (encode, "batches", timed_batches),
+        (CorpusSplit, "measure", timed("read", CorpusSplit.measure)),
+        (
+            multiprocessing.pool.ApplyResult,
+            "get",
+            timed("wait", multiprocessing.pool.ApplyResult.get),
+        ),
+        (encode, "encode_work", timed("wait", encode.encode_work)),
+        (encode.ShardWriter, "write", timed("write", encode.ShardWriter.write)),
+    ]
+    with contextlib.ExitStack() as stack:
+        for owner, name, wrapper in wrapped:
+            stack.enter_context(mock.patch.object(owner, name, wrapper))
+        yield seconds
+
+
 def measure_pipeline(source: str, tokenizer_name: str, num_proc: int) -> dict[str, Any]:
     """Prepares a cache in a temporary folder; returns size, tokens, seconds, memory, profile."""
     base = _peak_rss_mb()
     tokenizer = get_tokenizer(tokenizer_name)
     split = CorpusSplit(resolve_source(source), None, 0.1, cut_documents=tokenizer.cut_safe)
-    profile: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, phase_seconds() as profile:
         start = time.perf_counter()
         folder = cache_folder(Path(tmp), split, tokenizer.spec)  # hashes the source
-        meta = build_cache(
-            folder, split, tokenizer, num_proc=num_proc, progress=False, profile=profile
-        )
+        meta = build_cache(folder, split, tokenizer, num_proc=num_proc, progress=False)
         seconds = time.perf_counter() - start
     total = meta["train_bytes"] + meta["val_bytes"], meta["train_tokens"] + meta["val_tokens"]
     return {**_result(*total, seconds, base, _children_peak_rss_mb()), **profile}

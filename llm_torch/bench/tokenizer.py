@@ -27,7 +27,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from llm_torch.data import shakespeare
+from llm_torch.corpus import shakespeare
 from llm_torch.tokenizer.compare import (
     REFERENCE_TOKENIZERS,
     count_tokens,

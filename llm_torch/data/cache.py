@@ -33,9 +33,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from llm_torch.corpus.errors import DataError
 from llm_torch.data import encode
 from llm_torch.data.encode import SPLITS, token_dtype, write_json
-from llm_torch.data.errors import DataError
 from llm_torch.data.shards import Shard, read_shard
 from llm_torch.data.splits import CorpusSplit
 from llm_torch.tokenizer import Tokenizer
@@ -205,7 +205,6 @@ def build_cache(
     num_proc: int | None = None,
     progress: bool = True,
     shard_tokens: int = SHARD_TOKENS,
-    profile: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Tokenizes ``split`` into ``folder`` (resuming an interrupted run) and returns its meta.
 
@@ -216,9 +215,6 @@ def build_cache(
         num_proc: Tokenizer processes; defaults to the CPUs this process may use.
         progress: Show a tqdm progress bar (tokens, tokens/s).
         shard_tokens: Tokens per shard.
-        profile: If given, filled with the parent's seconds spent reading text into batches
-            (``read``), waiting for workers (``wait``; with one process: encoding) and writing
-            shards (``write``).
 
     Raises:
         ValueError: ``split`` cuts documents but ``tokenizer`` is not ``cut_safe``.
@@ -238,17 +234,14 @@ def build_cache(
         if (folder / "meta.json").exists():  # another process finished it while we waited
             return read_meta(folder, tokenizer.spec, split.identity)
         work.mkdir(exist_ok=True)
-        timings = encode.Profile()
         try:
             counts = encode.encode_to_shards(
-                split, tokenizer, work, shard_tokens, num_proc, progress, timings
+                split, tokenizer, work, shard_tokens, num_proc, progress
             )
         except DataError:
             shutil.rmtree(work, ignore_errors=True)
             lock.unlink(missing_ok=True)
             raise
-        if profile is not None:
-            profile.update(read=timings.read, wait=timings.wait, write=timings.write)
         meta: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "tokenizer": tokenizer.spec,

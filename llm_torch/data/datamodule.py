@@ -15,6 +15,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from llm_torch.corpus.errors import DataError
+from llm_torch.corpus.sources import Corpus, resolve_source
 from llm_torch.data import cache
 from llm_torch.data.cache import (
     SHARD_TOKENS,
@@ -26,8 +28,7 @@ from llm_torch.data.cache import (
     read_meta,
     shard_list,
 )
-from llm_torch.data.errors import DataError
-from llm_torch.data.prompts import read_prompts
+from llm_torch.data.prompts import Prompt, read_prompts
 from llm_torch.data.shards import (
     Shard,
     TokenStream,
@@ -36,10 +37,8 @@ from llm_torch.data.shards import (
     is_shard_source,
     resolve_shards,
 )
-from llm_torch.data.sources import Corpus, resolve_source
 from llm_torch.data.splits import CorpusSplit
 from llm_torch.data.windows import Batch, TrainBatches, ValWindows
-from llm_torch.generation import Prompt
 from llm_torch.tokenizer import CharTokenizer, Tokenizer, get_tokenizer
 
 

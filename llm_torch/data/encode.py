@@ -22,11 +22,9 @@ Over 300 lines on purpose: the pool, the ordered shard writer and the resume rec
 protocol, which must stay byte-identical for any ``num_proc`` and any interruption point.
 """
 
-import contextlib
 import json
 import os
 import sys
-import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
@@ -39,10 +37,10 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from llm_torch.data.errors import DataError
+from llm_torch.corpus.errors import DataError
+from llm_torch.corpus.tables import TableGroup
 from llm_torch.data.shards import HEADER_BYTES, header
 from llm_torch.data.splits import CorpusSplit, Item, Piece, UnitItem, token_cut, unit_pieces
-from llm_torch.data.tables import TableGroup
 from llm_torch.tokenizer import Tokenizer
 
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -282,22 +280,6 @@ def _val_encoding_error(err: ValueError) -> DataError:
     )
 
 
-class Profile:
-    """Seconds the parent spends producing batches, waiting for workers and writing shards."""
-
-    def __init__(self) -> None:
-        self.read = self.wait = self.write = 0.0
-
-    @contextlib.contextmanager
-    def timing(self, what: str) -> Iterator[None]:
-        """Adds the seconds spent in the ``with`` block to attribute ``what``."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            setattr(self, what, getattr(self, what) + time.perf_counter() - start)
-
-
 class _Inline:
     """The one-process path: encodes when its result is asked for, like ``AsyncResult.get``."""
 
@@ -316,7 +298,6 @@ def encode_to_shards(
     shard_tokens: int,
     num_proc: int,
     progress: bool,
-    profile: Profile,
 ) -> dict[str, Any]:
     """Tokenizes every item into shards in ``work``, resuming from its ``progress.json``.
 
@@ -367,8 +348,7 @@ def encode_to_shards(
     def write_oldest() -> None:
         result, batch = pending.popleft()
         try:
-            with profile.timing("wait"):
-                tokens, lengths, unit_bytes = result.get()
+            tokens, lengths, unit_bytes = result.get()
         except ValueError as err:
             if not batch.val or isinstance(err, DataError):
                 raise
@@ -380,8 +360,7 @@ def encode_to_shards(
         part = "val" if batch.val else "train"
         if batch.val and writers["train"].close():
             save(batch.first, 0, counts)
-        with profile.timing("write"):
-            closed = writers[part].write(tokens)
+        closed = writers[part].write(tokens)
         ends = np.cumsum(lengths)
         sizes = np.cumsum([0, *(unit_bytes or batch.nbytes)])
         for taken in closed:  # resume point: the item holding the next token, and the offset
@@ -397,14 +376,8 @@ def encode_to_shards(
     try:
         with bar:
             if split.val is None:  # the validation cut needs every unit's size
-                with profile.timing("read"):
-                    split.measure(map if pool is None else partial(pool.imap, chunksize=4))
-            pending_batches = batches(split.items(), int(state["item"]))
-            while True:
-                with profile.timing("read"):
-                    batch = next(pending_batches, None)
-                if batch is None:
-                    break
+                split.measure(map if pool is None else partial(pool.imap, chunksize=4))
+            for batch in batches(split.items(), int(state["item"])):
                 args = (batch.work(), dtype.name, split.piece_chars)
                 if pool is None:
                     pending.append((_Inline(tokenizer, args), batch))

@@ -15,8 +15,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from llm_torch.corpus.errors import DataError
 from llm_torch.data.datamodule import TextDataModule
-from llm_torch.data.errors import DataError
 
 OPTIONS: dict[str, type] = {
     "source": str,

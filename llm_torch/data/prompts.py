@@ -1,9 +1,17 @@
-"""Prompt files for ``llm-torch predict``."""
+"""Prompt files for ``llm-torch predict``, and the ``Prompt`` triple the data module yields.
+
+``Prompt`` lives here rather than beside generation so that the data pipeline imports no model
+code: the data module reads and encodes prompts, the engine continues them.
+"""
 
 import json
 from pathlib import Path
 
-from llm_torch.data.errors import DataError
+from llm_torch.corpus.errors import DataError
+
+#: One prompt of ``llm-torch predict``: its index in the prompts file, its text and its token
+#: ids. ``CausalLMModule.predict_step`` returns the same triple with the new ids in their place.
+Prompt = tuple[int, str, list[int]]
 
 
 def read_prompts(path: Path) -> list[str]:

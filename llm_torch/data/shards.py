@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from llm_torch.data.errors import DataError
+from llm_torch.corpus.errors import DataError
 
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4

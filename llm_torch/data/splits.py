@@ -3,9 +3,9 @@
 Rule (nanoGPT's, so validation losses compare with nanoGPT's ``val.bin``, the last 10% of the
 text): the corpus is the ordered concatenation of its documents, and everything after byte offset
 ``(1 - val_fraction) * total_bytes`` is validation. The document straddling that offset is split
-at the safe boundary (``boundaries``) nearest to it, so its two parts tokenize exactly as the whole
-document would, and each part ends with its own end-of-text token. With an explicit validation
-corpus (``val_source``) the whole source is training data instead.
+at the safe boundary (``corpus.boundaries``) nearest to it, so its two parts tokenize exactly as
+the whole document would, and each part ends with its own end-of-text token. With an explicit
+validation corpus (``val_source``) the whole source is training data instead.
 
 Cuts inside a document (the validation cut, pieces of ``max_chars``, ranges of text files) are
 made only for a tokenizer whose rule makes them safe (``Tokenizer.cut_safe``: tiktoken patterns,
@@ -27,9 +27,9 @@ from functools import cached_property
 from itertools import takewhile
 from typing import Any, NamedTuple, TypeVar
 
-from llm_torch.data.boundaries import nearest_cut, split_text
-from llm_torch.data.errors import DataError
-from llm_torch.data.sources import Corpus, Mapper, Sizes, Unit
+from llm_torch.corpus.boundaries import nearest_cut, split_text
+from llm_torch.corpus.errors import DataError
+from llm_torch.corpus.sources import Corpus, Mapper, Sizes, Unit
 
 MAX_PIECE_CHARS = 1 << 17
 """Characters per tokenizer call: large enough to amortise call overhead, small enough that the
@@ -151,7 +151,7 @@ class CorpusSplit:
         train: The corpus (training data, plus validation when ``val`` is None).
         val: An explicit validation corpus, or None to hold out the end of ``train``.
         val_fraction: Fraction of ``train``'s bytes held out when ``val`` is None.
-        max_chars: Largest piece in characters (see ``boundaries.split_text``).
+        max_chars: Largest piece in characters (see ``corpus.boundaries.split_text``).
         cut_documents: Whether documents may be cut inside (the tokenizer's ``cut_safe``); if
             not, they are tokenized whole (see the module docstring).
     """

@@ -26,9 +26,10 @@ from llm_torch.architectures.registry import (
     config_from_dict,
     config_to_dict,
 )
+from llm_torch.data.prompts import Prompt
 from llm_torch.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from llm_torch.engine.optim import OptimizerConfig, build_optimizer, warmup_cosine
-from llm_torch.generation import Prompt, generate
+from llm_torch.generation import generate
 
 #: Device types with a fused AdamW kernel.
 _FUSED_ADAMW_DEVICES = {"cuda", "cpu", "mps", "xpu"}

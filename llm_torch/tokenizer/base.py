@@ -54,7 +54,7 @@ class Tokenizer(Protocol):
         """Whether text cut at safe boundaries encodes, piece by piece, to the whole text's ids.
 
         The data pipeline cuts long documents at the safe boundaries of
-        ``llm_torch.data.boundaries`` only for such tokenizers. True only where that is proven
+        ``llm_torch.corpus.boundaries`` only for such tokenizers. True only where that is proven
         for the tokenizer's own rule: byte and char tokenizers (each character encodes alone) and
         tiktoken BPE under one of ``tiktoken_file.CUT_SAFE_PATTERNS``. False otherwise, e.g. for
         a SentencePiece-style ``tokenizer.json``, which adds a "▁" at the start of every encode

@@ -73,7 +73,7 @@ class TiktokenTokenizer:
         vocab_size: ``Encoding.n_vocab`` (50257 for GPT-2), special tokens included.
         eot_id: The ``<|endoftext|>`` id (50256 for GPT-2).
         cut_safe: True: the safe boundaries are proven for these encodings' patterns (see
-            ``Tokenizer.cut_safe``; ``tests/test_data_boundaries.py`` checks tiktoken's).
+            ``Tokenizer.cut_safe``; ``tests/test_corpus_boundaries.py`` checks tiktoken's).
         num_threads: Threads for ``encode_batch``; not part of ``spec`` (it does not change ids).
     """
 

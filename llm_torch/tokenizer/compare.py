@@ -8,7 +8,7 @@ the same text, so every tokenizer here encodes exactly the same pieces, read onc
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from llm_torch.data.sources import resolve_source
+from llm_torch.corpus.sources import resolve_source
 from llm_torch.tokenizer.base import Tokenizer, TokenizerUnavailableError
 from llm_torch.tokenizer.factory import get_tokenizer
 from llm_torch.tokenizer.train import TextStats, corpus_texts

@@ -62,8 +62,8 @@ O200K_PATTERN = "|".join(
 CUT_SAFE_PATTERNS: frozenset[str] = frozenset(
     (R50K_PATTERN, CL100K_PATTERN, O200K_PATTERN, GPT4_PATTERN, LLAMA3_PATTERN)
 )
-"""Pre-tokenizer regexes for which ``llm_torch.data.boundaries`` proves its safe boundaries
-(``tests/test_data_boundaries.py`` checks each): a tiktoken file under one of them is
+"""Pre-tokenizer regexes for which ``llm_torch.corpus.boundaries`` proves its safe boundaries
+(``tests/test_corpus_boundaries.py`` checks each): a tiktoken file under one of them is
 ``cut_safe``. Compared as exact strings, so an edited pattern is never assumed safe."""
 
 _LLAMA3_NAMED_SPECIALS = (

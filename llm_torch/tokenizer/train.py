@@ -26,7 +26,8 @@ from typing import Any
 
 import tiktoken
 
-from llm_torch.data.sources import Corpus, resolve_source
+from llm_torch.corpus.boundaries import split_text
+from llm_torch.corpus.sources import Corpus, resolve_source
 from llm_torch.tokenizer.base import EOT_TEXT, TokenizerUnavailableError
 from llm_torch.tokenizer.tiktoken_file import GPT4_PATTERN, SIDECAR_FORMAT, sidecar_path
 
@@ -34,7 +35,7 @@ RANKS_NAME = "tokenizer.model"
 """File name of the ranks file in the output folder (Llama 3's name for the same format)."""
 
 PIECE_CHARS = 1 << 18
-"""Longest text handed to the trainer at once. Long documents are cut (see ``_cut``), so the
+"""Longest text handed to the trainer at once. Long documents are cut (see ``_pieces``), so the
 trainer's buffer (``BUFFER_TEXTS`` texts) stays under ~256 MB and its threads share the work."""
 
 BUFFER_TEXTS = 256
@@ -137,35 +138,25 @@ def _shuffled(corpus: Corpus, seed: int | None) -> Corpus:
     return dataclasses.replace(corpus, files=tuple(files))
 
 
-def _cut(text: str) -> int:
-    """Where to cut a text longer than ``PIECE_CHARS``.
+def _last_line_start(text: str, lo: int, hi: int) -> int | None:
+    """The largest ``p`` in ``[lo + 1, hi)`` just after a newline and before a non-space, or None.
 
-    After the last newline before ``PIECE_CHARS`` that a non-space character follows, else at
-    ``PIECE_CHARS``. GPT-style patterns always end a piece there (a newline never joins the
-    letters after it), so such cuts leave the pre-tokenizer pieces, hence the counts, as in the
-    uncut text.
+    GPT-style patterns always end a piece there (a newline never joins the letters after it), so
+    such cuts leave the pre-tokenizer pieces, hence the counts, as in the uncut text.
     """
-    newline = text.rfind("\n", 0, PIECE_CHARS)
-    while newline > 0 and text[newline + 1].isspace():
-        newline = text.rfind("\n", 0, newline)
-    return newline + 1 if newline > 0 else PIECE_CHARS
+    newline = text.rfind("\n", lo, hi - 1)
+    while newline >= lo and text[newline + 1].isspace():
+        newline = text.rfind("\n", lo, newline)
+    return newline + 1 if newline >= lo else None
 
 
 def _pieces(document: Iterable[str]) -> Iterator[str]:
-    """Cut a document's chunks into texts of at most ``PIECE_CHARS`` (see ``_cut``).
+    """Cut a document's chunks into texts of at most ``PIECE_CHARS``, at line starts.
 
-    The cuts depend only on the text, so the counts stay deterministic.
+    ``split_text`` with ``_last_line_start`` as its cut rule, else a cut at exactly
+    ``PIECE_CHARS``. The cuts depend only on the text, so the counts stay deterministic.
     """
-    carry = ""
-    for chunk in document:
-        text = carry + chunk
-        while len(text) > PIECE_CHARS:
-            cut = _cut(text)
-            yield text[:cut]
-            text = text[cut:]
-        carry = text
-    if carry:
-        yield carry
+    return split_text(document, PIECE_CHARS, _last_line_start)
 
 
 @dataclasses.dataclass

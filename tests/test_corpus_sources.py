@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from data_helpers import documents, write
 
-from llm_torch.data import DataError
-from llm_torch.data.sources import resolve_source
-from llm_torch.data.textfiles import read_text_chunks
+from llm_torch.corpus import DataError
+from llm_torch.corpus.sources import resolve_source
+from llm_torch.corpus.textfiles import read_text_chunks
 
 
 def test_file_folder_and_glob_sources(tmp_path: Path) -> None:

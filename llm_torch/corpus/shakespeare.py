@@ -32,7 +32,7 @@ import re
 import sys
 from pathlib import Path
 
-from llm_torch.data.errors import DataError
+from llm_torch.corpus.errors import DataError
 
 CLEANING_VERSION = 1
 """Bump when ``clean_play`` changes its output, so prepared caches are rebuilt."""

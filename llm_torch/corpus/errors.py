@@ -1,4 +1,4 @@
-"""The one exception type of the data pipeline."""
+"""The one exception type for bad data input, from reading a corpus to its token caches."""
 
 
 class DataError(ValueError):
@@ -6,4 +6,5 @@ class DataError(ValueError):
 
     A ``ValueError`` so that callers catching bad-argument errors also catch it; raised before
     anything is written or after a failed write was rolled back, so no half-written cache remains.
+    Defined in the corpus layer, which reads the input; ``llm_torch.data`` re-exports it.
     """
