@@ -27,6 +27,7 @@ from llm_torch.architectures.registry import (
     config_to_dict,
 )
 from llm_torch.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
+from llm_torch.engine.lightning_compat import optimizer_unscales_itself, set_logging_step
 from llm_torch.engine.optim import OptimizerConfig, build_optimizer, warmup_cosine
 from llm_torch.generation import Prompt, generate
 
@@ -259,9 +260,7 @@ class CausalLMModule(LightningModule):
         logged every value one step late. With one optimizer the two counters are the same at
         every batch start, so the restored optimizer step is the truth.
         """
-        loop = self.trainer.fit_loop.epoch_loop
-        if loop._batches_that_stepped != self.trainer.global_step:
-            loop._batches_that_stepped = self.trainer.global_step
+        set_logging_step(self.trainer, self.trainer.global_step)
 
     def configure_gradient_clipping(
         self,
@@ -277,7 +276,7 @@ class CausalLMModule(LightningModule):
         infs), so the norm is the true one. ``grad_norm`` keeps it, before clipping, for logging.
         """
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+        if scaler is not None and optimizer_unscales_itself(optimizer):
             scaler.unscale_(optimizer)  # other optimizers were unscaled by Lightning already
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
