@@ -19,6 +19,7 @@ import torch
 from llm_torch.architectures.registry import Model
 from llm_torch.engine.checkpoint import load_checkpoint
 from llm_torch.generation import generate
+from llm_torch.sampling import SAMPLING_DEFAULTS
 from llm_torch.tokenizer import (
     TiktokenFileTokenizer,
     Tokenizer,
@@ -47,12 +48,15 @@ def _generate_parser() -> argparse.ArgumentParser:
         help="tokenizer spec (gpt2, byte, hf:/path/tokenizer.json, ...); default: the "
         "checkpoint's, or the tokenizer.json inside --hf_dir",
     )
-    parser.add_argument("--max_new_tokens", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
-    parser.add_argument("--top_k", type=int, default=200)
-    parser.add_argument("--top_p", type=float, default=None)
+    defaults = SAMPLING_DEFAULTS
+    parser.add_argument("--max_new_tokens", type=int, default=defaults.max_new_tokens)
+    parser.add_argument(
+        "--temperature", type=float, default=defaults.temperature, help="0 means greedy"
+    )
+    parser.add_argument("--top_k", type=int, default=defaults.top_k)
+    parser.add_argument("--top_p", type=float, default=defaults.top_p)
     parser.add_argument("--num_samples", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if any)"
     )

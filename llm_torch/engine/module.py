@@ -4,7 +4,7 @@ Over 300 lines on purpose: it is one ``LightningModule``, whose hooks Lightning 
 object. Each hook is short; most of the length is the Lightning behaviour each one works around.
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from functools import partial
 from typing import Any
 
@@ -30,6 +30,7 @@ from llm_torch.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from llm_torch.engine.lightning_compat import optimizer_unscales_itself, set_logging_step
 from llm_torch.engine.optim import OptimizerConfig, build_optimizer, warmup_cosine
 from llm_torch.generation import Prompt, generate
+from llm_torch.sampling import SamplingConfig
 
 #: Device types with a fused AdamW kernel.
 _FUSED_ADAMW_DEVICES = {"cuda", "cpu", "mps", "xpu"}
@@ -38,17 +39,6 @@ _FUSED_ADAMW_DEVICES = {"cuda", "cpu", "mps", "xpu"}
 _COMPATIBLE_FIELDS = {"dropout", "pad_vocab_size_multiple"}
 
 Batch = tuple[Tensor, Tensor]
-
-
-@dataclass
-class SamplingConfig:
-    """How ``predict`` continues each prompt (see :func:`llm_torch.generation.generate`)."""
-
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int | None = 200
-    top_p: float | None = None
-    seed: int = 1337
 
 
 class CausalLMModule(LightningModule):
