@@ -17,15 +17,16 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
+from llm_torch.architectures.base import DecoderLM
+from llm_torch.architectures.config import DecoderConfig
 from llm_torch.architectures.gpt import GPTConfig
 from llm_torch.architectures.registry import (
-    Model,
-    ModelConfig,
     arch_name,
     build_model,
     config_from_dict,
     config_to_dict,
 )
+from llm_torch.data.windows import Batch
 from llm_torch.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from llm_torch.engine.lightning_compat import optimizer_unscales_itself, set_logging_step
 from llm_torch.engine.optim import OptimizerConfig, build_optimizer, warmup_cosine
@@ -37,8 +38,6 @@ _FUSED_ADAMW_DEVICES = {"cuda", "cpu", "mps", "xpu"}
 
 #: Config fields that may differ between saved weights and the model loading them.
 _COMPATIBLE_FIELDS = {"dropout", "pad_vocab_size_multiple"}
-
-Batch = tuple[Tensor, Tensor]
 
 
 class CausalLMModule(LightningModule):
@@ -72,7 +71,7 @@ class CausalLMModule(LightningModule):
 
     def __init__(
         self,
-        arch: ModelConfig | None = None,
+        arch: DecoderConfig | None = None,
         vocab_size: int | None = None,
         lr: float = 6e-4,
         min_lr: float = 6e-5,
@@ -130,7 +129,7 @@ class CausalLMModule(LightningModule):
         )
         #: The architecture, built by :meth:`configure_model` (``None`` until then). Its
         #: attribute name is the ``model.`` prefix of every checkpoint's state-dict keys.
-        self.model: Model | None = None
+        self.model: DecoderLM | None = None
         # nan_strategy="disable": the default checks every update for NaNs, a host sync.
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
@@ -164,7 +163,7 @@ class CausalLMModule(LightningModule):
             self._shard(model)
         self.model = model
 
-    def _shard(self, model: Model) -> None:
+    def _shard(self, model: DecoderLM) -> None:
         """FSDP2: ``fully_shard`` each block, then the root (embeddings, head).
 
         Under ``bf16-mixed`` the all-gathered parameters are bfloat16 and gradients are reduced
@@ -199,7 +198,7 @@ class CausalLMModule(LightningModule):
                 "model.arch.block_size (a new model, or one imported with a longer context)."
             )
 
-    def _load_pretrained(self, model: Model, folder: str) -> None:
+    def _load_pretrained(self, model: DecoderLM, folder: str) -> None:
         """Copy Hugging Face weights into ``model`` after checking that the shapes agree."""
         from llm_torch.interop.hf import from_hf
 
@@ -216,7 +215,7 @@ class CausalLMModule(LightningModule):
             for name, tensor in pretrained.state_dict().items():
                 target[name][: tensor.shape[0]].copy_(tensor)  # padded vocab rows keep their init
 
-    def _built_model(self) -> Model:
+    def _built_model(self) -> DecoderLM:
         """:attr:`model`, typed as built; raises before :meth:`configure_model` has run."""
         if self.model is None:
             raise RuntimeError("The model is built in configure_model(); call it (or fit) first.")
@@ -400,7 +399,7 @@ class CausalLMModule(LightningModule):
             )
 
 
-def _config_differences(saved: dict[str, Any], config: ModelConfig) -> str:
+def _config_differences(saved: dict[str, Any], config: DecoderConfig) -> str:
     """List the fields where saved weights' config and ``config`` disagree ("" if compatible)."""
     saved = config_to_dict(config_from_dict(saved))  # fields saved under former names, renamed
     ours = config_to_dict(config)

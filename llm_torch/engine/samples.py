@@ -5,13 +5,13 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from llm_torch.architectures.registry import Model
+from llm_torch.architectures.base import DecoderLM
 from llm_torch.engine.module import CausalLMModule
 from llm_torch.generation import generate
 from llm_torch.sampling import SAMPLING_DEFAULTS
 
 
-def _model(pl_module: LightningModule) -> Model:
+def _model(pl_module: LightningModule) -> DecoderLM:
     """The architecture inside a ``CausalLMModule``."""
     if not isinstance(pl_module, CausalLMModule):
         raise TypeError(f"llm-torch callbacks expect a CausalLMModule, got {type(pl_module)}.")
