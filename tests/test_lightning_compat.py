@@ -10,9 +10,9 @@ from typing import Any
 import lightning
 import pytest
 import torch
+from engine_helpers import Recorder
 from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import ParallelStrategy, model_parallel
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -29,30 +29,6 @@ from llm_torch.engine.strategy import FSDPStrategy
 def test_the_installed_lightning_is_a_tested_one() -> None:
     major, minor = (int(part) for part in lightning.__version__.split(".")[:2])
     assert (major, minor) >= (2, 5), lightning.__version__  # pyproject's lower bound
-
-
-class _Steps(Logger):
-    """Records the step of every ``log_metrics`` call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.steps: list[int] = []
-
-    @property
-    def name(self) -> str:
-        return "steps"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if "x" in metrics:
-            assert step is not None
-            self.steps.append(step)
 
 
 class _Shifted(LightningModule):
@@ -75,7 +51,7 @@ class _Shifted(LightningModule):
 
 
 def test_set_logging_step_moves_the_step_lightning_logs_at() -> None:
-    logger = _Steps()
+    logger = Recorder()
     trainer = Trainer(
         max_steps=3,
         logger=logger,
@@ -87,7 +63,7 @@ def test_set_logging_step_moves_the_step_lightning_logs_at() -> None:
     )
     data = DataLoader(TensorDataset(torch.ones(8, 2)), batch_size=2)
     trainer.fit(_Shifted(), data)
-    assert logger.steps == [100, 101, 102]
+    assert [step for step, metrics in logger.steps.items() if "x" in metrics] == [100, 101, 102]
     # ...and it is the counter a checkpoint saves and restores.
     saved = trainer.fit_loop.state_dict()["epoch_loop.state_dict"]
     assert saved["_batches_that_stepped"] == 103
