@@ -152,27 +152,41 @@ class LLMCLI(LightningCLI):
             if Path(ckpt_path).is_file():
                 _adopt_saved_architecture(self.config[subcommand], Path(ckpt_path))
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Default to a step bar, a summary with FLOPs, and TensorBoard without placeholders.
 
         Each stands in for Lightning's default only where the config keeps that default: an
         explicit logger, a progress bar or summary in ``trainer.callbacks``, or
-        ``enable_progress_bar: false`` / ``enable_model_summary: false`` win.
+        ``enable_progress_bar: false`` / ``enable_model_summary: false`` win. The bar and summary
+        go in through ``trainer_defaults``, whose callbacks Lightning adds after the configured
+        ones and this CLI's (``speed``, ...): the bar must run after ``TrainingMonitor`` has
+        read the step's loss.
         """
+        config = {**self.config_init.get(str(self.subcommand), self.config_init).get("trainer", {})}
+        config.update(kwargs)
         if config.get("logger") in (None, True):
             save_dir = config.get("default_root_dir") or os.getcwd()
-            config["logger"] = TensorBoard(save_dir=save_dir)
+            kwargs["logger"] = TensorBoard(save_dir=save_dir)
         configured = config.get("callbacks") or []
-        configured = [*(configured if isinstance(configured, list) else [configured]), *callbacks]
+        configured = configured if isinstance(configured, list) else [configured]
         defaults: list[tuple[str, type[Callback], Callable[[], Callback]]] = [
             ("enable_progress_bar", ProgressBar, StepProgressBar),
             ("enable_model_summary", LightningModelSummary, ModelSummary),
         ]
-        for switch, kind, default in defaults:
-            taken = any(isinstance(callback, kind) for callback in configured)
-            if config.get(switch) is not False and not taken:
-                callbacks = [*callbacks, default()]
-        return super()._instantiate_trainer(config, callbacks)
+        added = [
+            default()
+            for switch, kind, default in defaults
+            if config.get(switch) is not False
+            and not any(isinstance(callback, kind) for callback in configured)
+        ]
+        persistent = self.trainer_defaults.get("callbacks") or []
+        persistent = persistent if isinstance(persistent, list) else [persistent]
+        given = self.trainer_defaults
+        self.trainer_defaults = {**given, "callbacks": [*added, *persistent]}
+        try:
+            return super().instantiate_trainer(**kwargs)
+        finally:
+            self.trainer_defaults = given  # the defaults as passed, for another call
 
 
 def _check_checkpoint_file(path: Path) -> None:

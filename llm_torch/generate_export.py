@@ -1,11 +1,11 @@
 """``llm-torch generate`` and ``llm-torch export``: use a trained model without any YAML.
 
 Both read a checkpoint written by ``llm-torch fit`` (which carries the model config and the
-tokenizer spec); ``generate`` also reads Hugging Face ``save_pretrained`` folders.
+tokenizer spec); ``generate`` also reads Hugging Face ``save_pretrained`` folders, through the
+loader ``llm-torch evaluate`` uses (:mod:`llm_torch.engine.loading`).
 
 :func:`llm_torch.cli.main` is the one entry point: it sends these two subcommands here and the
-rest to LightningCLI. They live in their own module because they share nothing with LightningCLI
-(plain ``argparse``, no Trainer), and :mod:`llm_torch.cli` stays one concern under 300 lines.
+rest to LightningCLI. They share nothing with LightningCLI: plain ``argparse``, no Trainer.
 """
 
 import argparse
@@ -16,47 +16,31 @@ from pathlib import Path
 
 import torch
 
-from llm_torch.architectures.registry import Model
 from llm_torch.engine.checkpoint import load_checkpoint
+from llm_torch.engine.loading import add_model_options, load_model, place
 from llm_torch.generation import generate
-from llm_torch.tokenizer import (
-    TiktokenFileTokenizer,
-    Tokenizer,
-    TokenizerUnavailableError,
-    get_tokenizer,
-)
+from llm_torch.sampling import SAMPLING_DEFAULTS
+from llm_torch.tokenizer import TiktokenFileTokenizer, Tokenizer, TokenizerUnavailableError
 from llm_torch.tokenizer.hf_convert import write_tokenizer_json
-
-_DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 
 
 def _generate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-torch generate", description="Sample text from a trained model."
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt_path", help="checkpoint written by `llm-torch fit`")
-    source.add_argument(
-        "--hf_dir", help="Hugging Face save_pretrained folder (GPT-2, Llama, Qwen 3)"
-    )
+    add_model_options(parser)
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="text to continue (default: start fresh)")
     prompt.add_argument("--prompt_file", help="file whose text is the prompt")
+    defaults = SAMPLING_DEFAULTS
+    parser.add_argument("--max_new_tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument(
-        "--tokenizer",
-        help="tokenizer spec (gpt2, byte, hf:/path/tokenizer.json, ...); default: the "
-        "checkpoint's, or the tokenizer.json inside --hf_dir",
+        "--temperature", type=float, default=defaults.temperature, help="0 means greedy"
     )
-    parser.add_argument("--max_new_tokens", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
-    parser.add_argument("--top_k", type=int, default=200)
-    parser.add_argument("--top_p", type=float, default=None)
+    parser.add_argument("--top_k", type=int, default=defaults.top_k)
+    parser.add_argument("--top_p", type=float, default=defaults.top_p)
     parser.add_argument("--num_samples", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if any)"
-    )
-    parser.add_argument("--precision", choices=sorted(_DTYPES), default="32")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -64,31 +48,6 @@ def _generate_parser() -> argparse.ArgumentParser:
         "runs on GPU; ignored on CPU, where it was measured slower than eager",
     )
     return parser
-
-
-def _load(args: argparse.Namespace) -> tuple[Model, Tokenizer]:
-    """The model and tokenizer named by ``--ckpt_path`` / ``--hf_dir`` and ``--tokenizer``."""
-    tokenizer: Tokenizer | None
-    if args.ckpt_path:
-        model, tokenizer = load_checkpoint(args.ckpt_path)
-    else:
-        from llm_torch.interop.hf import from_hf
-
-        model = from_hf(args.hf_dir)
-        bundled = Path(args.hf_dir) / "tokenizer.json"
-        tokenizer = get_tokenizer(f"hf:{bundled}") if bundled.is_file() else None
-    if args.tokenizer:
-        tokenizer = get_tokenizer(args.tokenizer)
-    if tokenizer is None:
-        raise SystemExit(
-            "error: no tokenizer known for this model; pass --tokenizer (e.g. gpt2 for GPT-2)."
-        )
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise SystemExit(
-            f"error: tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model "
-            f"only {model.config.vocab_size}; pass the tokenizer the model was trained with."
-        )
-    return model, tokenizer
 
 
 def _printer(
@@ -115,16 +74,14 @@ def _printer(
 def generate_command(argv: list[str]) -> None:
     """Run ``llm-torch generate``."""
     args = _generate_parser().parse_args(argv)
-    model, tokenizer = _load(args)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model.to(device=device, dtype=_DTYPES[args.precision]).eval()
+    model, tokenizer = load_model(args.ckpt_path, args.hf_dir, args.tokenizer)
+    model = place(model, args.device, args.precision)
     text = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt
     prompt = tokenizer.encode(text) if text else [tokenizer.eot_id]
     # The KV cache holds block_size tokens; longer outputs slide the context instead.
     use_cache = len(prompt) + args.max_new_tokens <= model.config.block_size
-    compile_decode = args.compile and _compile_pays_off(torch.device(device), use_cache)
+    device = next(model.parameters()).device
+    compile_decode = args.compile and _compile_pays_off(device, use_cache)
     for sample in range(args.num_samples):
         if sample:
             print("\n" + "-" * 40)

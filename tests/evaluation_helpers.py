@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from llm_torch.architectures import GPT, GPTConfig, Llama, LlamaConfig
-from llm_torch.architectures.registry import Model, config_to_dict
+from llm_torch.architectures.base import DecoderLM
+from llm_torch.architectures.registry import config_to_dict
 from llm_torch.engine.checkpoint import CHECKPOINT_KEY
 from llm_torch.tokenizer import TiktokenFileTokenizer, get_tokenizer
 
@@ -14,11 +15,11 @@ from llm_torch.tokenizer import TiktokenFileTokenizer, get_tokenizer
 FIXTURE = Path(__file__).parent / "fixtures" / "hellaswag_tiny.jsonl"
 
 
-def tiny_model(arch: str, vocab_size: int, block_size: int = 32, seed: int = 0) -> Model:
+def tiny_model(arch: str, vocab_size: int, block_size: int = 32, seed: int = 0) -> DecoderLM:
     """A random 2-layer GPT or Llama (GQA) with weights scaled up so that scores differ."""
     torch.manual_seed(seed)
     if arch == "gpt":
-        model: Model = GPT(
+        model: DecoderLM = GPT(
             GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32)
         )
     else:
@@ -46,7 +47,7 @@ def tiny_tokenizer(tiny_bpe: Path) -> TiktokenFileTokenizer:
     return tokenizer
 
 
-def export(model: Model, tokenizer: TiktokenFileTokenizer, folder: Path) -> Path:
+def export(model: DecoderLM, tokenizer: TiktokenFileTokenizer, folder: Path) -> Path:
     """``llm-torch export``'s output for ``model``: weights, config and tokenizer files."""
     from llm_torch.interop import to_hf
     from llm_torch.tokenizer.hf_convert import write_tokenizer_json
@@ -56,7 +57,7 @@ def export(model: Model, tokenizer: TiktokenFileTokenizer, folder: Path) -> Path
     return folder
 
 
-def save_checkpoint(model: Model, tokenizer_spec: dict | None, path: Path) -> Path:
+def save_checkpoint(model: DecoderLM, tokenizer_spec: dict | None, path: Path) -> Path:
     """A checkpoint as ``llm-torch fit`` writes it, reduced to what loading reads."""
     state = {f"model.{name}": tensor for name, tensor in model.state_dict().items()}
     saved = {"model": config_to_dict(model.config), "tokenizer": tokenizer_spec}

@@ -2,14 +2,16 @@
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from cli_helpers import GPT2_ARCH, REPO, cli_command, tiny_args, tiny_model_args, write_corpus
+from evaluation_helpers import save_checkpoint, tiny_model
 
 from llm_torch.architectures import GPTConfig
-from llm_torch.cli import cli
+from llm_torch.cli import cli, main
 from llm_torch.data import DataError
 from llm_torch.engine.checkpoint import CheckpointError, load_checkpoint
 from llm_torch.engine.module import CausalLMModule
@@ -106,6 +108,27 @@ def test_export_loads_in_transformers_with_identical_logits(
     idx = torch.randint(0, tokenizer.vocab_size, (2, 32))
     with torch.no_grad():
         assert (hf(idx).logits - model(idx)).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("command", ["generate", "evaluate"])
+def test_a_model_without_a_tokenizer_is_refused_alike_by_generate_and_evaluate(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ckpt = save_checkpoint(tiny_model("gpt", 300), None, tmp_path / "no-tokenizer.ckpt")
+    text = tmp_path / "t.txt"
+    text.write_text("hello")
+    extra = [f"--text_file={text}"] if command == "evaluate" else []
+    monkeypatch.setattr(sys, "argv", ["llm-torch", command, f"--ckpt_path={ckpt}", *extra])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("llm-torch: error: No tokenizer is known for the checkpoint")
+    assert "--tokenizer" in lines[0]
 
 
 def _hf_gpt2(folder: Path, vocab_size: int = 257) -> "transformers.GPT2LMHeadModel":

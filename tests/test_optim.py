@@ -44,13 +44,41 @@ def test_frozen_parameters_are_left_out() -> None:
     assert no_decay["params"] == [model[0].bias, model[1].bias]
 
 
+def _torch_warmup_cosine(steps: int, warmup: int, decay: int, min_ratio: float) -> list[float]:
+    """Multipliers of torch's own schedulers: ``LinearLR`` warmup, then ``CosineAnnealingLR``."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    warm = torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=1 / (warmup + 1), end_factor=1.0, total_iters=warmup
+    )
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=decay - warmup, eta_min=min_ratio
+    )
+    schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cosine], [warmup])
+    factors = []
+    for _ in range(steps):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return factors
+
+
+def test_warmup_then_cosine_matches_torchs_linear_then_cosine_schedulers() -> None:
+    # torch's cosine rises again after T_max; ours stays at the minimum (checked below).
+    expected = _torch_warmup_cosine(111, warmup=10, decay=110, min_ratio=0.1)
+    ours = [
+        warmup_cosine(step, warmup_steps=10, decay_steps=110, min_ratio=0.1) for step in range(111)
+    ]
+    assert ours == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
 @pytest.mark.parametrize(
     ("step", "expected"),
     [
         (0, 1 / 11),  # warmup: (step + 1) / (warmup + 1)
         (4, 5 / 11),
         (10, 1.0),  # peak at the end of warmup
-        (60, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))),  # halfway through the cosine
+        (35, 0.1 + 0.9 * (2 + math.sqrt(2)) / 4),  # a quarter through: (1 + cos(pi/4)) / 2
+        (60, 0.55),  # halfway through the cosine: midway between peak and min
         (110, 0.1),  # reaches min at decay_steps
         (500, 0.1),  # and stays there
     ],

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from engine_helpers import Recorder
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins import MixedPrecision
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
@@ -152,29 +152,6 @@ def test_training_reads_device_values_only_on_logged_steps(
     assert len(reads.reads) == 16 and silent == [0] * 12
 
 
-class _Recorder(Logger):
-    """A logger that keeps what it is given: ``{step: {name: value}}``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.steps: dict[int, dict[str, float]] = {}
-
-    @property
-    def name(self) -> str:
-        return "recorder"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        assert step is not None
-        self.steps.setdefault(step, {}).update(metrics)
-
-
 def test_logged_train_loss_is_the_mean_over_the_step_micro_batches(one_thread: None) -> None:
     torch.manual_seed(0)
     module = CausalLMModule(CONFIG, lr=LR, min_lr=LR, warmup_steps=0)
@@ -186,7 +163,7 @@ def test_logged_train_loss_is_the_mean_over_the_step_micro_batches(one_thread: N
             float(F.cross_entropy(initial(x).flatten(0, 1), y.flatten()))
             for x, y in DataLoader(data, batch_size=1)
         ) / len(data)
-    monitor, recorder = TrainingMonitor(peak_flops=1e12), _Recorder()
+    monitor, recorder = TrainingMonitor(peak_flops=1e12), Recorder()
     trainer = _trainer(
         "32-true",
         steps=1,

@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
+from llm_torch.architectures.base import DecoderLM
 from llm_torch.architectures.config import DecoderConfig
-from llm_torch.architectures.registry import Model, build_model, config_from_dict
+from llm_torch.architectures.registry import build_model, config_from_dict
 from llm_torch.tokenizer import Tokenizer, get_tokenizer
 
 #: Key under which checkpoints carry what rebuilds the model and tokenizer without the YAML.
@@ -78,7 +79,7 @@ def saved_architecture(checkpoint: dict[str, Any], path: str | Path) -> DecoderC
         ) from None
 
 
-def load_checkpoint(path: str | Path) -> tuple[Model, Tokenizer | None]:
+def load_checkpoint(path: str | Path) -> tuple[DecoderLM, Tokenizer | None]:
     """Rebuild the trained model (float32, eval mode, on CPU) and its tokenizer.
 
     Args:

@@ -9,6 +9,8 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from llm_torch.engine.steps import is_boundary
+
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +53,7 @@ class InterruptCheckpoint(Callback):
         batch_idx: int,
     ) -> None:
         """Save and stop once an interrupted run reaches an optimizer-step boundary."""
-        if self._interrupted and (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+        if self._interrupted and is_boundary(batch_idx + 1, trainer.accumulate_grad_batches):
             self._save(trainer)
             trainer.should_stop = True
 

@@ -4,7 +4,7 @@ Over 300 lines on purpose: it is one ``LightningModule``, whose hooks Lightning 
 object. Each hook is short; most of the length is the Lightning behaviour each one works around.
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from functools import partial
 from typing import Any
 
@@ -17,38 +17,28 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
+from llm_torch.architectures.base import DecoderLM
+from llm_torch.architectures.config import DecoderConfig
 from llm_torch.architectures.gpt import GPTConfig
 from llm_torch.architectures.registry import (
-    Model,
-    ModelConfig,
     arch_name,
     build_model,
     config_from_dict,
     config_to_dict,
 )
 from llm_torch.data.prompts import Prompt
+from llm_torch.data.windows import Batch
 from llm_torch.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
+from llm_torch.engine.lightning_compat import optimizer_unscales_itself, set_logging_step
 from llm_torch.engine.optim import OptimizerConfig, build_optimizer, warmup_cosine
 from llm_torch.generation import generate
+from llm_torch.sampling import SamplingConfig
 
 #: Device types with a fused AdamW kernel.
 _FUSED_ADAMW_DEVICES = {"cuda", "cpu", "mps", "xpu"}
 
 #: Config fields that may differ between saved weights and the model loading them.
 _COMPATIBLE_FIELDS = {"dropout", "pad_vocab_size_multiple"}
-
-Batch = tuple[Tensor, Tensor]
-
-
-@dataclass
-class SamplingConfig:
-    """How ``predict`` continues each prompt (see :func:`llm_torch.generation.generate`)."""
-
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int | None = 200
-    top_p: float | None = None
-    seed: int = 1337
 
 
 class CausalLMModule(LightningModule):
@@ -82,7 +72,7 @@ class CausalLMModule(LightningModule):
 
     def __init__(
         self,
-        arch: ModelConfig | None = None,
+        arch: DecoderConfig | None = None,
         vocab_size: int | None = None,
         lr: float = 6e-4,
         min_lr: float = 6e-5,
@@ -140,7 +130,7 @@ class CausalLMModule(LightningModule):
         )
         #: The architecture, built by :meth:`configure_model` (``None`` until then). Its
         #: attribute name is the ``model.`` prefix of every checkpoint's state-dict keys.
-        self.model: Model | None = None
+        self.model: DecoderLM | None = None
         # nan_strategy="disable": the default checks every update for NaNs, a host sync.
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
@@ -174,7 +164,7 @@ class CausalLMModule(LightningModule):
             self._shard(model)
         self.model = model
 
-    def _shard(self, model: Model) -> None:
+    def _shard(self, model: DecoderLM) -> None:
         """FSDP2: ``fully_shard`` each block, then the root (embeddings, head).
 
         Under ``bf16-mixed`` the all-gathered parameters are bfloat16 and gradients are reduced
@@ -209,7 +199,7 @@ class CausalLMModule(LightningModule):
                 "model.arch.block_size (a new model, or one imported with a longer context)."
             )
 
-    def _load_pretrained(self, model: Model, folder: str) -> None:
+    def _load_pretrained(self, model: DecoderLM, folder: str) -> None:
         """Copy Hugging Face weights into ``model`` after checking that the shapes agree."""
         from llm_torch.interop.hf import from_hf
 
@@ -226,7 +216,7 @@ class CausalLMModule(LightningModule):
             for name, tensor in pretrained.state_dict().items():
                 target[name][: tensor.shape[0]].copy_(tensor)  # padded vocab rows keep their init
 
-    def _built_model(self) -> Model:
+    def _built_model(self) -> DecoderLM:
         """:attr:`model`, typed as built; raises before :meth:`configure_model` has run."""
         if self.model is None:
             raise RuntimeError("The model is built in configure_model(); call it (or fit) first.")
@@ -260,9 +250,7 @@ class CausalLMModule(LightningModule):
         logged every value one step late. With one optimizer the two counters are the same at
         every batch start, so the restored optimizer step is the truth.
         """
-        loop = self.trainer.fit_loop.epoch_loop
-        if loop._batches_that_stepped != self.trainer.global_step:
-            loop._batches_that_stepped = self.trainer.global_step
+        set_logging_step(self.trainer, self.trainer.global_step)
 
     def configure_gradient_clipping(
         self,
@@ -278,7 +266,7 @@ class CausalLMModule(LightningModule):
         infs), so the norm is the true one. ``grad_norm`` keeps it, before clipping, for logging.
         """
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+        if scaler is not None and optimizer_unscales_itself(optimizer):
             scaler.unscale_(optimizer)  # other optimizers were unscaled by Lightning already
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
@@ -412,7 +400,7 @@ class CausalLMModule(LightningModule):
             )
 
 
-def _config_differences(saved: dict[str, Any], config: ModelConfig) -> str:
+def _config_differences(saved: dict[str, Any], config: DecoderConfig) -> str:
     """List the fields where saved weights' config and ``config`` disagree ("" if compatible)."""
     saved = config_to_dict(config_from_dict(saved))  # fields saved under former names, renamed
     ours = config_to_dict(config)

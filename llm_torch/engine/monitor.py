@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 
 from llm_torch.engine.flops import peak_flops
 from llm_torch.engine.module import CausalLMModule
+from llm_torch.engine.steps import is_boundary
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,10 @@ class TrainingMonitor(Callback):
     ) -> None:
         """Count tokens; on logged steps, sum the loss and log once the step is complete."""
         self._tokens += batch[0].numel() * trainer.world_size
-        step_done = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        step_done = is_boundary(batch_idx + 1, trainer.accumulate_grad_batches)
         step = trainer.global_step - 1 if step_done else trainer.global_step  # 0-based, as logged
         every = int(getattr(trainer, "log_every_n_steps", 1))  # set at run time; 0: never
-        logged_step = every > 0 and (step + 1) % every == 0
+        logged_step = is_boundary(step + 1, every)  # the step this micro-batch belongs to
         if logged_step and outputs is not None:
             # Lightning returns the loss divided by the accumulation count: the sum is the mean.
             loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()

@@ -6,6 +6,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from llm_torch.engine.monitor import TrainingMonitor
+from llm_torch.engine.steps import is_boundary
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -40,7 +41,7 @@ class StepProgressBar(TQDMProgressBar):
         if not self.is_enabled or bar is None or bar.disable or step == bar.n:
             return
         every = max(int(getattr(trainer, "log_every_n_steps", 1)), 1)  # set at run time
-        if step % every == 0 or step == trainer.max_steps:
+        if is_boundary(step, every) or step == trainer.max_steps:
             bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()

@@ -5,12 +5,13 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from llm_torch.architectures.registry import Model
+from llm_torch.architectures.base import DecoderLM
 from llm_torch.engine.module import CausalLMModule
 from llm_torch.generation import generate
+from llm_torch.sampling import SAMPLING_DEFAULTS
 
 
-def _model(pl_module: LightningModule) -> Model:
+def _model(pl_module: LightningModule) -> DecoderLM:
     """The architecture inside a ``CausalLMModule``."""
     if not isinstance(pl_module, CausalLMModule):
         raise TypeError(f"llm-torch callbacks expect a CausalLMModule, got {type(pl_module)}.")
@@ -30,15 +31,16 @@ class TextSampleLogger(Callback):
         max_new_tokens: Length of the sample in tokens.
         temperature: Sampling temperature (0: greedy).
         top_k: Sample among the ``top_k`` most likely tokens.
-        seed: Seed of the sampling RNG.
+        seed: Seed of the sampling RNG; 0 rather than the shared sampling default, so training
+            samples keep the draws they have always had.
     """
 
     def __init__(
         self,
         prompt: str = "",
-        max_new_tokens: int = 200,
-        temperature: float = 0.8,
-        top_k: int | None = 200,
+        max_new_tokens: int = SAMPLING_DEFAULTS.max_new_tokens,
+        temperature: float = SAMPLING_DEFAULTS.temperature,
+        top_k: int | None = SAMPLING_DEFAULTS.top_k,
         seed: int = 0,
     ) -> None:
         self.prompt = prompt

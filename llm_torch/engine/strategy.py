@@ -4,6 +4,8 @@ from typing import Any
 
 from lightning.pytorch.strategies import ModelParallelStrategy
 
+from llm_torch.engine.lightning_compat import set_data_parallel_size
+
 
 class FSDPStrategy(ModelParallelStrategy):
     """Shard parameters, gradients and optimizer state over all devices with FSDP2.
@@ -24,5 +26,5 @@ class FSDPStrategy(ModelParallelStrategy):
 
     def setup_environment(self) -> None:
         """Size the data-parallel mesh dimension to the whole world before the mesh is built."""
-        self._data_parallel_size = self.num_nodes * self.num_processes
+        set_data_parallel_size(self, self.num_nodes * self.num_processes)
         super().setup_environment()

@@ -10,7 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llm_torch.evaluation.scoring import DTYPES, load_model, perplexity, resolve_device
+from llm_torch.engine.loading import add_model_options, load_model, place
+from llm_torch.evaluation.scoring import perplexity
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,14 +19,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="llm-torch evaluate",
         description="Score a model on lm-evaluation-harness tasks, or its perplexity on text.",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt_path", help="checkpoint written by `llm-torch fit`")
-    source.add_argument("--hf_dir", help="Hugging Face save_pretrained folder (GPT-2 or Llama)")
-    parser.add_argument(
-        "--tokenizer",
-        help="tokenizer spec (gpt2, byte, hf:/path/tokenizer.json, ...); default: the "
-        "checkpoint's, or the tokenizer.json inside --hf_dir",
-    )
+    add_model_options(parser)
     parser.add_argument(
         "--tasks",
         help="comma-separated lm-eval tasks: names (hellaswag, arc_easy), patterns (arc_*), "
@@ -50,10 +44,6 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=float, default=None, help="items per task (below 1: a fraction)"
     )
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if any)"
-    )
-    parser.add_argument("--precision", choices=sorted(DTYPES), default="32")
     parser.add_argument("--output", help="write the results to this JSON file")
     return parser
 
@@ -77,7 +67,7 @@ def evaluate_command(argv: list[str]) -> None:
     tasks = _prepare_tasks([t.strip() for t in names], args) if names else None
 
     model, tokenizer = load_model(args.ckpt_path, args.hf_dir, args.tokenizer)
-    model = model.to(device=resolve_device(args.device), dtype=DTYPES[args.precision]).eval()
+    model = place(model, args.device, args.precision)
     report: dict[str, Any] = {}
     if tasks is not None:
         report.update(_run_tasks(model, tokenizer, tasks, args))

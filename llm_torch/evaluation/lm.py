@@ -15,11 +15,9 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from llm_torch.architectures.registry import Model
+from llm_torch.engine.loading import DTYPES, load_model, resolve_device
 from llm_torch.evaluation.scoring import (
-    DTYPES,
     Request,
-    load_model,
-    resolve_device,
     rolling_windows,
     score_requests,
 )

@@ -15,72 +15,15 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from llm_torch.architectures.registry import Model
-from llm_torch.engine.checkpoint import load_checkpoint
-from llm_torch.tokenizer import Tokenizer, get_tokenizer
+from llm_torch.architectures.base import DecoderLM
+from llm_torch.tokenizer import Tokenizer
 
 #: ``(context_ids, continuation_ids)``: the continuation is scored given the context.
 Request = tuple[list[int], list[int]]
-
-#: ``--precision`` values and their dtypes (as in ``llm-torch generate``).
-DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
-
-
-def load_model(
-    ckpt_path: str | None = None,
-    hf_dir: str | None = None,
-    tokenizer: str | Tokenizer | None = None,
-) -> tuple[Model, Tokenizer]:
-    """The model and tokenizer of a checkpoint or a Hugging Face folder, as ``generate`` reads them.
-
-    Args:
-        ckpt_path: A checkpoint written by ``llm-torch fit`` (carries its tokenizer spec).
-        hf_dir: A ``save_pretrained`` folder (GPT-2 or Llama); its ``tokenizer.json`` is used.
-        tokenizer: A tokenizer (or its spec) that replaces the one found with the model.
-
-    Raises:
-        ValueError: Not exactly one of ``ckpt_path`` and ``hf_dir``, no tokenizer known, or a
-            tokenizer with ids the model does not have.
-    """
-    if (ckpt_path is None) == (hf_dir is None):
-        raise ValueError("Pass exactly one of ckpt_path (an llm-torch checkpoint) and hf_dir.")
-    found: Tokenizer | None
-    if ckpt_path is not None:
-        model, found = load_checkpoint(ckpt_path)
-        where = f"checkpoint {ckpt_path!r}"
-    else:
-        from llm_torch.interop.hf import from_hf
-
-        assert hf_dir is not None
-        model = from_hf(hf_dir)
-        bundled = Path(hf_dir) / "tokenizer.json"
-        found = get_tokenizer(f"hf:{bundled}") if bundled.is_file() else None
-        where = f"folder {hf_dir!r} (no tokenizer.json)"
-    chosen = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
-    chosen = found if chosen is None else chosen
-    if chosen is None:
-        raise ValueError(
-            f"No tokenizer is known for the {where}: scores depend on it. Pass --tokenizer "
-            "(e.g. gpt2 for GPT-2, or hf:/path/tokenizer.json)."
-        )
-    if chosen.vocab_size > model.config.vocab_size:
-        raise ValueError(
-            f"Tokenizer {chosen.name!r} has {chosen.vocab_size} ids but the model only "
-            f"{model.config.vocab_size}; pass the tokenizer the model was trained with."
-        )
-    return model, chosen
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA when there is one, else the CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
 
 
 def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> Request:
@@ -132,7 +75,7 @@ def _batches(order: list[int], batch_size: int) -> Iterator[list[int]]:
 
 
 @torch.no_grad()
-def score_batch(model: Model, requests: Sequence[Request]) -> tuple[Tensor, Tensor]:
+def score_batch(model: DecoderLM, requests: Sequence[Request]) -> tuple[Tensor, Tensor]:
     """Summed continuation log-probabilities and greedy flags of one batch, on the device.
 
     Contexts longer than the model's ``block_size`` lose their oldest tokens. Nothing is read
@@ -171,7 +114,7 @@ def score_batch(model: Model, requests: Sequence[Request]) -> tuple[Tensor, Tens
 
 
 def score_requests(
-    model: Model,
+    model: DecoderLM,
     requests: Sequence[Request],
     batch_size: int,
     autocast: AbstractContextManager[object] | None = None,
@@ -224,7 +167,7 @@ class Perplexity:
 
 
 def perplexity(
-    model: Model, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 8
+    model: DecoderLM, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 8
 ) -> Perplexity:
     """Score ``texts`` as documents: each starts after an end-of-text token, as in training.
 
