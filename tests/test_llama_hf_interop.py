@@ -2,6 +2,7 @@
 
 import copy
 import types
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,24 @@ def test_init_from_needs_no_head_dim_when_it_is_the_default(tmp_path: Path) -> N
     module.configure_model()
     idx = torch.randint(0, 517, (2, 96))
     assert max_diff(ours(module.model.eval(), idx), hf_logits(hf, idx)) < 1e-4
+
+
+def test_init_from_compares_derived_fields_by_what_they_resolve_to(tmp_path: Path) -> None:
+    # Meta's MLP rule for width 64 gives 256 (8 * 64 / 3, up to a multiple of 256), and 4 of 4
+    # key/value heads is n_kv_head's default: an arch leaving both unset is this model.
+    hf = random_hf_llama(
+        seed=6, vocab_size=50, intermediate_size=256, num_attention_heads=4, num_key_value_heads=4
+    )
+    hf.save_pretrained(tmp_path / "hf")
+    arch = LlamaConfig(vocab_size=50, block_size=96, n_layer=2, n_head=4, n_embd=64)
+    assert (arch.mlp_hidden, arch.n_kv_head) == (None, None)
+    module = CausalLMModule(arch, init_from=str(tmp_path / "hf"))
+    module.configure_model()
+    idx = torch.randint(0, 50, (2, 96))
+    assert max_diff(ours(module.model.eval(), idx), hf_logits(hf, idx)) < 1e-4
+    wider = CausalLMModule(replace(arch, mlp_hidden=384), init_from=str(tmp_path / "hf"))
+    with pytest.raises(ValueError, match="mlp_hidden: checkpoint 256 vs config 384"):
+        wider.configure_model()
 
 
 def test_export_of_a_native_model_with_padded_vocabulary() -> None:

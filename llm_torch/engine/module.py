@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
 from llm_torch.architectures.base import DecoderLM
-from llm_torch.architectures.config import DecoderConfig
+from llm_torch.architectures.config import DecoderConfig, resolved_fields
 from llm_torch.architectures.gpt import GPTConfig
 from llm_torch.architectures.registry import (
     arch_name,
@@ -401,9 +401,13 @@ class CausalLMModule(LightningModule):
 
 
 def _config_differences(saved: dict[str, Any], config: DecoderConfig) -> str:
-    """List the fields where saved weights' config and ``config`` disagree ("" if compatible)."""
-    saved = config_to_dict(config_from_dict(saved))  # fields saved under former names, renamed
-    ours = config_to_dict(config)
+    """List the fields where saved weights' config and ``config`` disagree ("" if compatible).
+
+    Derived fields compare by what they resolve to: ``mlp_hidden: None`` is the same model as
+    the width its rule gives, which an imported config states explicitly.
+    """
+    saved = resolved_fields(config_from_dict(saved))  # also renames former field names
+    ours = resolved_fields(config)
     return ", ".join(
         f"{key}: checkpoint {saved.get(key)!r} vs config {ours.get(key)!r}"
         for key in sorted(saved.keys() | ours.keys())
