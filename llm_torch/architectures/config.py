@@ -8,7 +8,7 @@ the common checks live here once.
 import copy
 import inspect
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 Config = TypeVar("Config", bound="DecoderConfig")
@@ -162,14 +162,3 @@ class DecoderConfig:
     def resolved_head_dim(self) -> int:
         """Width of one attention head, ``n_embd // n_head`` when unset."""
         return self.n_embd // self.n_head if self.head_dim is None else self.head_dim
-
-
-def resolved_fields(config: DecoderConfig) -> dict[str, Any]:
-    """``config``'s fields, derived ones resolved (``mlp_hidden``, ``head_dim``, ...), and class.
-
-    Two configs build the same model exactly when these are equal.
-    """
-    fields_ = {
-        name: getattr(config, f"resolved_{name}", value) for name, value in asdict(config).items()
-    }
-    return {"class": type(config).__name__, **fields_}

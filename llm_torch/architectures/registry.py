@@ -49,6 +49,17 @@ def config_to_dict(config: DecoderConfig) -> dict[str, Any]:
     return {"arch": arch_name(config), **asdict(config)}
 
 
+def resolved_fields(config: DecoderConfig) -> dict[str, Any]:
+    """:func:`config_to_dict` with derived fields resolved (``mlp_hidden``, ``head_dim``, ...).
+
+    Two configs build the same model exactly when these are equal.
+    """
+    return {
+        name: getattr(config, f"resolved_{name}", value)
+        for name, value in config_to_dict(config).items()
+    }
+
+
 def config_from_dict(data: dict[str, Any]) -> DecoderConfig:
     """Inverse of :func:`config_to_dict`; also reads dicts saved under former field names."""
     fields = dict(data)

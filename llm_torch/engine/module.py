@@ -18,13 +18,14 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.aggregation import MeanMetric
 
 from llm_torch.architectures.base import DecoderLM
-from llm_torch.architectures.config import DecoderConfig, resolved_fields
+from llm_torch.architectures.config import DecoderConfig
 from llm_torch.architectures.gpt import GPTConfig
 from llm_torch.architectures.registry import (
     arch_name,
     build_model,
     config_from_dict,
     config_to_dict,
+    resolved_fields,
 )
 from llm_torch.data.prompts import Prompt
 from llm_torch.data.windows import Batch
