@@ -25,48 +25,64 @@ Decoding with the cache comes in three flavours, all writing the same preallocat
   once per shape, so it is for long or repeated runs on GPU, never for a 20-token run; on CPU
   it is no faster than eager for GPT-2 124M (see the README's Performance section).
 
-The cache outlives the call: the next ``generate`` with the same batch size and cache length
-(on the same dtype and device) zeroes and reuses the same buffers instead of allocating new
-ones. A compiled step needs that: CUDA graphs read the cache at the address they were recorded
-with, and a moved cache makes them record again, every call (``--num_samples``, chat turns).
-Any other shape gets a new cache; ``model.clear_cache()`` frees it.
+The cache is a :class:`~llm_torch.components.KVCache` that generation creates and passes to
+the model (``model(idx, cache=cache)``): the model's forward pass itself knows only whole
+sequences. It outlives the call, kept on the model as ``model.kv_cache``: the next ``generate``
+with the same batch size and cache length (on the same dtype and device) zeroes and reuses the
+same buffers instead of allocating new ones. A compiled step needs that: CUDA graphs read the
+cache at the address they were recorded with, and a moved cache makes them record again, every
+call (``--num_samples``, chat turns). Any other shape gets a new cache; ``model.clear_cache()``
+frees it.
 """
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
 from torch import Tensor
 
 from llm_torch.architectures.registry import Model
-from llm_torch.components import KVCache
+from llm_torch.components import CausalSelfAttention, KVCache, LayerCache
 
 #: Called as ``on_token(batch_index, token_id)`` for each new token as soon as it is sampled;
 #: ``batch_index`` is the prompt's index in ``prompt_ids``.
 TokenCallback = Callable[[int, int], None]
 
 
-@contextmanager
-def kv_cache(model: Model, batch_size: int, max_len: int | None = None) -> Iterator[Model]:
-    """Give ``model`` KV caches for the ``with`` block, and free them after it.
+def new_cache(model: Model, batch_size: int, max_len: int | None = None) -> KVCache:
+    """A zeroed KV cache for ``model``: one :class:`LayerCache` per attention layer.
 
-    For driving ``model(idx, input_pos)`` by hand; :func:`generate` manages its own cache.
+    For driving ``model(idx, cache=cache)`` by hand (``cache.seek(pos)`` before each pass);
+    :func:`generate` manages its own. Buffers take the model's dtype and device, so call this
+    after moving the model.
 
     Args:
-        model: A GPT or Llama.
-        batch_size: Largest batch decoded inside the block.
-        max_len: Positions to hold; ``None`` means the model's ``block_size``.
+        model: A GPT, Llama or any :class:`~llm_torch.architectures.DecoderLM`.
+        batch_size: Largest batch that will be decoded.
+        max_len: Positions to hold, prompt plus new tokens; ``None`` means ``block_size``.
+            Memory is ``2 * n_layer * batch_size * max_len * n_kv_head * head_dim`` elements.
+
+    Raises:
+        ValueError: If ``max_len`` is not in ``1 .. block_size``.
     """
-    model.setup_cache(batch_size, max_len)
-    try:
-        yield model
-    finally:
-        model.clear_cache()
+    block_size = model.config.block_size
+    max_len = block_size if max_len is None else max_len
+    if not 0 < max_len <= block_size:
+        raise ValueError(
+            f"KV cache max_len must be in 1..block_size ({block_size}), got {max_len}: "
+            "positions past block_size have no embedding."
+        )
+    weight = model.wte.weight
+    layers = [
+        LayerCache(batch_size, attn.n_kv_head, max_len, attn.head_dim, weight.dtype, weight.device)
+        for attn in model.modules()
+        if isinstance(attn, CausalSelfAttention)
+    ]
+    return KVCache(layers)
 
 
-def _reuse_or_setup_cache(model: Model, batch_size: int, max_len: int) -> None:
-    """Give ``model`` KV caches of this shape, zeroing the ones it has if they already fit.
+def _reuse_or_new_cache(model: Model, batch_size: int, max_len: int) -> KVCache:
+    """``model.kv_cache`` zeroed if it has this shape, else a new one (kept there for next time).
 
     Reusing keeps the buffers at the addresses a compiled decode step was recorded with (see
     the module docstring). Only an exact match of batch size, length, dtype and device is
@@ -80,12 +96,15 @@ def _reuse_or_setup_cache(model: Model, batch_size: int, max_len: int) -> None:
     """
     weight = model.wte.weight
     wanted = (batch_size, max_len, weight.dtype, weight.device)
-    caches = [module for module in model.modules() if isinstance(module, KVCache)]
-    if caches and all((c.batch_size, c.max_len, c.k.dtype, c.k.device) == wanted for c in caches):
-        for cache in caches:
+    cache = model.kv_cache
+    if cache is not None and cache.layers:
+        first = cache.layers[0].k
+        if (cache.batch_size, cache.max_len, first.dtype, first.device) == wanted:
             cache.reset()
-    else:
-        model.setup_cache(batch_size, max_len)
+            return cache
+    model.kv_cache = None  # free the old buffers before allocating new ones
+    model.kv_cache = new_cache(model, batch_size, max_len)
+    return model.kv_cache
 
 
 def sample_next(
@@ -152,7 +171,8 @@ def generate(
     All prompts run as one batch, whatever their lengths (see the module docstring), so
     ``on_token`` streams step by step, rows in order. Put the model in eval mode first (dropout
     would apply otherwise); the mode is left as it is. With ``use_cache``, the KV cache stays on
-    the model for the next call of the same shape; ``model.clear_cache()`` frees it.
+    the model (``model.kv_cache``) for the next call of the same shape; ``model.clear_cache()``
+    frees it.
 
     Args:
         model: A GPT or Llama.
@@ -266,21 +286,20 @@ def _left_pad(rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tens
     return ids, torch.tensor([width - len(row) for row in rows], device=device)
 
 
-def _decode_step(model: Model, tokens: Tensor, input_pos: Tensor, pad: Tensor | None) -> Tensor:
-    """One static decode step: float32 next-token logits ``(B, vocab)`` for ``tokens`` ``(B, 1)``.
+def _decode_step(model: Model, tokens: Tensor, cache: KVCache) -> Tensor:
+    """One decode step: float32 next-token logits ``(B, vocab)`` for ``tokens`` ``(B, 1)``.
 
-    Every input keeps its shape from step to step (``input_pos`` is a 0-d tensor), which is what
-    lets ``torch.compile`` trace it once and CUDA graphs replay it.
+    After ``cache.seek(pos, static=True)`` every input keeps its shape from step to step (the
+    position is a 0-d tensor), which is what lets ``torch.compile`` trace it once and CUDA
+    graphs replay it.
     """
-    return model(tokens, input_pos=input_pos, pad=pad, last_only=True)[:, -1].float()
+    return model(tokens, cache=cache)[:, -1].float()
 
 
-_COMPILED_STEPS: dict[str, Callable[[Model, Tensor, Tensor, Tensor | None], Tensor]] = {}
+_COMPILED_STEPS: dict[str, Callable[[Model, Tensor, KVCache], Tensor]] = {}
 
 
-def compiled_decode_step(
-    device: torch.device,
-) -> Callable[[Model, Tensor, Tensor, Tensor | None], Tensor]:
+def compiled_decode_step(device: torch.device) -> Callable[[Model, Tensor, KVCache], Tensor]:
     """:func:`_decode_step` under ``torch.compile``, built once per process and device type.
 
     On CUDA, ``mode="reduce-overhead"`` captures the step as a CUDA graph (the static cache
@@ -307,7 +326,8 @@ def _decode_cached(
     """Prefill the left-padded prompts, then decode one token per step (``mode``: see module).
 
     Prefill always takes the dynamic path (an ``int`` position): a normal causal forward pass,
-    whose keys and values land in the same buffers the static steps read.
+    whose keys and values land in the same buffers the static steps read. A static step reads no
+    host integer from the device: its position is a view into the cache's slot tensor.
     """
     device = next(model.parameters()).device
     ids, pad = _left_pad(prompts, device)
@@ -316,23 +336,22 @@ def _decode_cached(
     if mode != "dynamic":
         multiple = STATIC_CACHE_MULTIPLE
         cache_len = min(model.config.block_size, -(-cache_len // multiple) * multiple)
-    slots = torch.arange(cache_len, device=device)
     compiled = compiled_decode_step(device) if mode == "compiled" else None
-    _reuse_or_setup_cache(model, ids.size(0), cache_len)  # kept for the next call: no clear
-    logits = model(ids, input_pos=0, pad=pad, last_only=True)[:, -1].float()
+    cache = _reuse_or_new_cache(model, ids.size(0), cache_len)  # kept for the next call
+    cache.pad, cache.last_only = pad, True
+    logits = _decode_step(model, ids, cache.seek(0))
     for step in range(max_new_tokens):
         next_ids = pick(logits)
         if stream.push(next_ids) or step == max_new_tokens - 1:
             break
-        tokens, slot = next_ids[:, None], prompt_len + step
-        if mode == "dynamic":
-            logits = model(tokens, input_pos=slot, pad=pad, last_only=True)[:, -1].float()
-        elif compiled is None:
-            logits = _decode_step(model, tokens, slots[slot], pad)
+        tokens = next_ids[:, None]
+        cache.seek(prompt_len + step, static=mode != "dynamic")
+        if compiled is None:
+            logits = _decode_step(model, tokens, cache)
         else:
             if device.type == "cuda":  # the previous replay's outputs are consumed
                 torch.compiler.cudagraph_mark_step_begin()
-            logits = compiled(model, tokens, slots[slot], pad)
+            logits = compiled(model, tokens, cache)
 
 
 def _decode_sliding(
@@ -348,7 +367,7 @@ def _decode_sliding(
     sequences = [list(prompt) for prompt in prompts]
     for _ in range(max_new_tokens):
         ids, pad = _left_pad([sequence[-block_size:] for sequence in sequences], device)
-        next_ids = pick(model(ids, pad=pad, last_only=True)[:, -1].float())
+        next_ids = pick(_decode_step(model, ids, KVCache(pad=pad, last_only=True)))
         if stream.push(next_ids):
             break
         for sequence, token in zip(sequences, next_ids.tolist(), strict=True):

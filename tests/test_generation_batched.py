@@ -12,7 +12,8 @@ import torch
 from generation_helpers import greedy_reference
 
 from llm_torch.architectures import GPT, GPTConfig, Llama, LlamaConfig
-from llm_torch.generation import generate, kv_cache
+from llm_torch.components import KVCache
+from llm_torch.generation import generate, new_cache
 
 VOCAB = 97
 #: Lengths 1 to 9, unsorted, with a repeat: real left padding in every row but one.
@@ -77,17 +78,18 @@ def test_a_left_padded_row_gets_the_logits_of_its_prompt_alone(name: str) -> Non
     pad = torch.tensor([9 - n for n in lengths])
     ids = torch.stack([torch.cat([torch.zeros(9 - len(r), dtype=torch.long), r]) for r in rows])
     with torch.no_grad():
-        padded = model(ids, pad=pad)
+        padded = model(ids, cache=KVCache(pad=pad))
         assert not padded.isnan().any()  # padding queries see themselves: no empty softmax
         for row, tokens in enumerate(rows):
             expected = model(tokens[None])[0]
             torch.testing.assert_close(padded[row, pad[row] :], expected, atol=1e-4, rtol=1e-4)
         # The same through the cache: prefill, then decode steps with the padding kept.
-        with kv_cache(model, batch_size=4, max_len=12):
-            pieces = [model(ids[:, :5], input_pos=0, pad=pad)]
-            pieces += [model(ids[:, t : t + 1], input_pos=t, pad=pad) for t in range(5, 9)]
+        cache = new_cache(model, batch_size=4, max_len=12)
+        cache.pad = pad
+        pieces = [model(ids[:, :5], cache=cache)]
+        pieces += [model(ids[:, t : t + 1], cache=cache.seek(t)) for t in range(5, 9)]
         torch.testing.assert_close(torch.cat(pieces, dim=1), padded, atol=1e-4, rtol=1e-4)
-        last = model(ids, pad=pad, last_only=True)
+        last = model(ids, cache=KVCache(pad=pad, last_only=True))
         assert last.shape == (4, 1, VOCAB)
         torch.testing.assert_close(last, padded[:, -1:], atol=1e-5, rtol=1e-5)
 
@@ -99,17 +101,16 @@ def test_static_cache_steps_equal_dynamic_cache_steps(name: str) -> None:
     pad = torch.tensor([0, 4, 11])
     for row_pad in (None, pad):
         with torch.no_grad():
-            with kv_cache(model, batch_size=3, max_len=20):
-                dynamic = [model(idx[:, :8], input_pos=0, pad=row_pad)]
-                dynamic += [
-                    model(idx[:, t : t + 1], input_pos=t, pad=row_pad) for t in range(8, 20)
-                ]
-            with kv_cache(model, batch_size=3, max_len=32):  # longer: unwritten slots are masked
-                static = [model(idx[:, :8], input_pos=0, pad=row_pad)]
-                static += [
-                    model(idx[:, t : t + 1], input_pos=torch.tensor(t), pad=row_pad)
-                    for t in range(8, 20)
-                ]
+            cache = new_cache(model, batch_size=3, max_len=20)
+            cache.pad = row_pad
+            dynamic = [model(idx[:, :8], cache=cache)]
+            dynamic += [model(idx[:, t : t + 1], cache=cache.seek(t)) for t in range(8, 20)]
+            cache = new_cache(model, batch_size=3, max_len=32)  # longer: unwritten slots masked
+            cache.pad = row_pad
+            static = [model(idx[:, :8], cache=cache)]
+            static += [
+                model(idx[:, t : t + 1], cache=cache.seek(t, static=True)) for t in range(8, 20)
+            ]
         torch.testing.assert_close(torch.cat(static, 1), torch.cat(dynamic, 1), atol=1e-4, rtol=0)
 
 
@@ -117,13 +118,14 @@ def test_padded_and_static_calls_reject_bad_input() -> None:
     model = tiny("llama-gqa")
     idx = torch.randint(0, VOCAB, (2, 6))
     with pytest.raises(ValueError, match=r"pad must hold one left-padding count per row, shape"):
-        model(idx, pad=torch.tensor([1, 2, 3]))
-    with pytest.raises(RuntimeError, match=r"tensor input_pos needs a KV cache"):
-        model(idx, input_pos=torch.tensor(0))
-    with kv_cache(model, batch_size=2, max_len=8), torch.no_grad():
-        model(idx, input_pos=0)
+        model(idx, cache=KVCache(pad=torch.tensor([1, 2, 3])))
+    with pytest.raises(ValueError, match=r"has no buffers, so it only runs whole sequences"):
+        model(idx, cache=KVCache().seek(0, static=True))
+    cache = new_cache(model, batch_size=2, max_len=8)
+    with torch.no_grad():
+        model(idx, cache=cache)
         with pytest.raises(ValueError, match=r"KV cache overflow: positions 8\.\.8 .* holds 8"):
-            model(idx[:, :1], input_pos=torch.tensor(8))
+            model(idx[:, :1], cache=cache.seek(8, static=True))
 
 
 # --- generate: one batch equals one prompt at a time ---------------------------------------------
@@ -175,11 +177,20 @@ def test_eos_stops_each_row_of_a_mixed_batch_where_it_would_stop_alone() -> None
 
 
 @pytest.mark.parametrize("static_cache", [False, True])
-def test_the_cache_never_grows_past_block_size(static_cache: bool) -> None:
+def test_the_cache_never_grows_past_block_size(
+    static_cache: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llm_torch.generation
+
     model = tiny("gpt", block_size=24)
     sizes: list[int | None] = []
-    setup = model.setup_cache
-    model.setup_cache = lambda batch, max_len=None: (sizes.append(max_len), setup(batch, max_len))
+    setup = llm_torch.generation.new_cache
+
+    def recording(model: GPT | Llama, batch: int, max_len: int | None = None) -> KVCache:
+        sizes.append(max_len)
+        return setup(model, batch, max_len)
+
+    monkeypatch.setattr(llm_torch.generation, "new_cache", recording)
     prompts = [list(range(1, 15)), [3, 4]]
     out = generate(model, prompts, 10, temperature=0, static_cache=static_cache)  # 14 + 10 = 24
     assert sizes == [24]

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from llm_torch.architectures import GPT, GPTConfig, Llama, LlamaConfig
-from llm_torch.components import CausalSelfAttention, KVCache
-from llm_torch.generation import kv_cache
+from llm_torch.components import KVCache, LayerCache
+from llm_torch.generation import new_cache
 
 VOCAB = 97
 
@@ -47,12 +47,8 @@ def tiny(name: str) -> GPT | Llama:
     return MODELS[name]().eval()
 
 
-def caches(model: GPT | Llama) -> list[KVCache]:
-    return [m.kv_cache for m in model.modules() if isinstance(m, CausalSelfAttention) if m.kv_cache]
-
-
 def test_update_writes_in_place_and_returns_prefix_views() -> None:
-    cache = KVCache(batch_size=3, n_kv_head=2, max_len=10, head_dim=4)
+    cache = LayerCache(batch_size=3, n_kv_head=2, max_len=10, head_dim=4)
     k, v = torch.randn(2, 2, 6, 4), torch.randn(2, 2, 6, 4)
     keys, values = cache.update(k, v, input_pos=0)  # a batch of 2 uses the first 2 rows
     assert keys.shape == (2, 2, 6, 4)
@@ -66,8 +62,8 @@ def test_update_writes_in_place_and_returns_prefix_views() -> None:
 
 
 def test_a_tensor_position_writes_the_same_slots_and_returns_the_whole_buffer() -> None:
-    static = KVCache(batch_size=2, n_kv_head=2, max_len=10, head_dim=4)
-    dynamic = KVCache(batch_size=2, n_kv_head=2, max_len=10, head_dim=4)
+    static = LayerCache(batch_size=2, n_kv_head=2, max_len=10, head_dim=4)
+    dynamic = LayerCache(batch_size=2, n_kv_head=2, max_len=10, head_dim=4)
     k, v = torch.randn(2, 2, 6, 4), torch.randn(2, 2, 6, 4)
     static.update(k, v, input_pos=0)
     dynamic.update(k, v, input_pos=0)
@@ -81,7 +77,7 @@ def test_a_tensor_position_writes_the_same_slots_and_returns_the_whole_buffer() 
 
 
 def test_update_overflow_and_oversized_batch_are_named() -> None:
-    cache = KVCache(batch_size=1, n_kv_head=1, max_len=8, head_dim=4)
+    cache = LayerCache(batch_size=1, n_kv_head=1, max_len=8, head_dim=4)
     cache.update(torch.randn(1, 1, 6, 4), torch.randn(1, 1, 6, 4), input_pos=0)
     with pytest.raises(ValueError, match=r"KV cache overflow: positions 6\.\.8 .* holds 8"):
         cache.update(torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4), input_pos=6)
@@ -93,18 +89,17 @@ def test_update_overflow_and_oversized_batch_are_named() -> None:
 def test_cache_holds_only_kv_heads_in_model_dtype_and_leaves_checkpoints_alone(name: str) -> None:
     model = tiny(name).to(torch.float64)
     keys_before = set(model.state_dict())
-    model.setup_cache(batch_size=3, max_len=20)
+    cache = new_cache(model, batch_size=3, max_len=20)
     cfg = model.config
     n_kv = cfg.resolved_n_kv_head if isinstance(cfg, LlamaConfig) else cfg.n_head
     head_dim = cfg.resolved_head_dim
-    found = caches(model)
+    found = cache.layers
     assert len(found) == cfg.n_layer
-    for cache in found:
-        assert cache.k.shape == cache.v.shape == (3, n_kv, 20, head_dim)
-        assert cache.k.dtype == torch.float64
-    assert set(model.state_dict()) == keys_before  # non-persistent: never in a checkpoint
-    model.clear_cache()
-    assert caches(model) == []
+    for layer in found:
+        assert layer.k.shape == layer.v.shape == (3, n_kv, 20, head_dim)
+        assert layer.k.dtype == torch.float64
+    assert set(model.state_dict()) == keys_before  # never in a checkpoint
+    assert model.kv_cache is None  # the caller's, not the model's
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -113,11 +108,11 @@ def test_cached_prefill_decode_and_chunks_match_full_forward(name: str) -> None:
     idx = torch.randint(0, VOCAB, (2, 24))
     with torch.no_grad():
         expected = model(idx)
-        with kv_cache(model, batch_size=2, max_len=24):
-            pieces = [model(idx[:, :7], input_pos=0)]  # prefill: causal over the prompt
-            pieces += [model(idx[:, t : t + 1], input_pos=t) for t in range(7, 12)]  # decode
-            pieces.append(model(idx[:, 12:17], input_pos=12))  # chunk: explicit causal band
-            pieces.append(model(idx[:, 17:24], input_pos=17))
+        cache = new_cache(model, batch_size=2, max_len=24)
+        pieces = [model(idx[:, :7], cache=cache)]  # prefill: causal over the prompt
+        pieces += [model(idx[:, t : t + 1], cache=cache.seek(t)) for t in range(7, 12)]  # decode
+        pieces.append(model(idx[:, 12:17], cache=cache.seek(12)))  # chunk: explicit causal band
+        pieces.append(model(idx[:, 17:24], cache=cache.seek(17)))
     torch.testing.assert_close(torch.cat(pieces, dim=1), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -127,31 +122,34 @@ def test_training_forward_ignores_a_set_up_cache(name: str) -> None:
     idx = torch.randint(0, VOCAB, (2, 32))
     with torch.no_grad():
         expected = model(idx)
-        model.setup_cache(batch_size=2)
+        model.kv_cache = new_cache(model, batch_size=2)  # as generate leaves it
         torch.testing.assert_close(model(idx), expected, rtol=0, atol=0)
-    assert all(cache.k.abs().sum() == 0 for cache in caches(model))  # neither read nor written
+    assert all(layer.k.abs().sum() == 0 for layer in model.kv_cache.layers)  # not read or written
 
 
 def test_cache_errors_name_the_problem_and_the_fix() -> None:
     model = tiny("llama-gqa")
     idx = torch.randint(0, VOCAB, (1, 6))
-    with pytest.raises(RuntimeError, match=r"no KV cache: call model\.setup_cache"):
-        model(idx, input_pos=0)
+    with pytest.raises(ValueError, match=r"has no buffers, so it only runs whole sequences"):
+        model(idx, cache=KVCache().seek(1))
     with pytest.raises(ValueError, match=r"max_len must be in 1\.\.block_size \(32\), got 33"):
-        model.setup_cache(batch_size=1, max_len=33)
-    model.setup_cache(batch_size=1, max_len=8)
-    model(idx, input_pos=0)
+        new_cache(model, batch_size=1, max_len=33)
+    cache = new_cache(model, batch_size=1, max_len=8)
+    model(idx, cache=cache)
     with pytest.raises(ValueError, match=r"KV cache overflow: positions 6\.\.8"):
-        model(idx[:, :3], input_pos=6)
+        model(idx[:, :3], cache=cache.seek(6))
     with pytest.raises(ValueError, match=r"KV cache overflow: positions 8\.\.8 .* holds 8"):
-        model(idx[:, :1], input_pos=torch.tensor(8))  # static: checked by the model, once
+        model(idx[:, :1], cache=cache.seek(8, static=True))  # static: checked on the host
     with pytest.raises(ValueError, match=r"Positions 30\.\.35 exceed this model's block_size"):
-        model(idx, input_pos=30)
+        model(idx, cache=cache.seek(30))
 
 
-def test_context_manager_frees_the_cache_after_an_error() -> None:
+def test_decoding_by_hand_leaves_nothing_on_the_model_even_after_an_error() -> None:
     model = tiny("gpt")
-    with pytest.raises(KeyError), kv_cache(model, batch_size=1):
-        assert len(caches(model)) == 2
+    keys = set(model.state_dict())
+    cache = new_cache(model, batch_size=1)
+    with pytest.raises(KeyError), torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]), cache=cache)
         raise KeyError
-    assert caches(model) == []
+    assert model.kv_cache is None and set(model.state_dict()) == keys
+    assert cache.layers[0].k[0, :, :3].abs().sum() > 0  # the keys went to the caller's cache

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from llm_torch.architectures import DecoderConfig, DecoderLM, registry
-from llm_torch.components import MLP, CausalSelfAttention, TransformerBlock
+from llm_torch.components import MLP, CausalSelfAttention, Context, TransformerBlock
 from llm_torch.generation import generate
 
 # --- The whole architecture ---------------------------------------------------------------------
@@ -51,17 +51,11 @@ class Tiny(DecoderLM):
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.init_weights()
 
-    def hidden_states(
-        self,
-        idx: Tensor,
-        input_pos: int | Tensor | None = None,
-        positions: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-    ) -> Tensor:
+    def hidden_states(self, idx: Tensor, ctx: Context) -> Tensor:
         """Embeddings, then the blocks; attention alone orders the tokens (no ``positions``)."""
         x = self.wte(idx)
-        for block in self.blocks:
-            x = block(x, input_pos=input_pos, attn_mask=attn_mask)
+        for i, block in enumerate(self.blocks):
+            x = block(x, kv=ctx.layer(i), attn_mask=ctx.mask)
         return x
 
 

@@ -34,6 +34,7 @@ from llm_torch.engine.optim import (
     newton_schulz,
     warmup_cosine,
 )
+from llm_torch.generation import new_cache
 from llm_torch.interop.hf import to_hf
 from llm_torch.interop.llama import LLAMA
 
@@ -92,10 +93,9 @@ def test_option_decodes_with_the_kv_cache_like_a_full_forward(
     idx = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full = model(idx)
-        model.setup_cache(batch_size=2)
-        steps = [model(idx[:, :5], input_pos=0)]
-        steps += [model(idx[:, t : t + 1], input_pos=t) for t in range(5, 12)]
-        model.clear_cache()
+        cache = new_cache(model, batch_size=2)
+        steps = [model(idx[:, :5], cache=cache)]
+        steps += [model(idx[:, t : t + 1], cache=cache.seek(t)) for t in range(5, 12)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
 
 

@@ -1,12 +1,14 @@
 """Rotary position embeddings against complex-number rotation and ``transformers``' frequencies."""
 
 import math
+from typing import Any
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from llm_torch.architectures import Llama, LlamaConfig
-from llm_torch.components import CausalSelfAttention, RotaryEmbedding, rope_tables
+from llm_torch.components import CausalSelfAttention, KVCache, RotaryEmbedding, rope_tables
 from llm_torch.components.rope import rope_inverse_frequencies
 
 LLAMA3_SCALING = {
@@ -169,3 +171,32 @@ def test_bad_scaling_is_refused_by_name(scaling: dict[str, object], message: str
 def test_odd_head_dim_is_refused() -> None:
     with pytest.raises(ValueError, match=r"even, positive head_dim, got 7"):
         RotaryEmbedding(head_dim=7, max_seq_len=8)
+
+
+class TableReads(TorchDispatchMode):
+    """Counts the ops that read a RoPE table directly (a slice or a gather of it)."""
+
+    def __init__(self, tables: tuple[torch.Tensor, ...]) -> None:
+        super().__init__()
+        self.tables = tables
+        self.count = 0
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: Any = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        if args and any(args[0] is table for table in self.tables):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_tables_are_sliced_once_per_forward_pass_not_once_per_layer(padded: bool) -> None:
+    model = Llama(LlamaConfig.from_name("llama-nano", vocab_size=50, block_size=32)).eval()
+    assert model.config.n_layer == 4
+    idx = torch.randint(0, 50, (2, 12))
+    cache = KVCache(pad=torch.tensor([0, 5])) if padded else None
+    with torch.no_grad(), TableReads((model.rope.cos, model.rope.sin)) as reads:
+        logits = model(idx, cache=cache)
+    assert reads.count == 2  # cos and sin, shared by the 4 layers
+    alone = model(idx[1:, 5:]) if padded else model(idx)  # and the rotation is still right
+    torch.testing.assert_close(logits[-1:, -alone.size(1) :], alone[-1:], atol=1e-5, rtol=1e-5)

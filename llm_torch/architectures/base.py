@@ -3,16 +3,13 @@
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llm_torch.architectures.config import DecoderConfig
-from llm_torch.components import CausalSelfAttention, LearnedPositionEmbedding, RotaryEmbedding
-from llm_torch.components.attention import PositionalHook
-from llm_torch.components.kv_cache import check_range
+from llm_torch.components import Context, KVCache, LearnedPositionEmbedding
 
 
 def capped_logits(logits: Tensor, softcap: float | None) -> Tensor:
@@ -52,11 +49,15 @@ def next_token_loss(
 
 
 class DecoderLM(nn.Module, ABC):
-    """Base of decoder-only language models: forward, loss, init, KV caches, size and FLOPs.
+    """Base of decoder-only language models: forward, loss, init, size and FLOPs.
 
     A subclass builds, from its :class:`DecoderConfig`, the modules ``wte``, ``blocks``,
     ``ln_f`` and ``lm_head`` (plus whatever positions it uses), calls :meth:`init_weights`, and
     runs the embeddings and blocks in :meth:`hidden_states`. Everything else is shared.
+
+    The forward pass is the training one, over whole sequences. Incremental decoding state
+    (buffers, positions, padding) lives in a :class:`~llm_torch.components.KVCache` that the
+    caller creates and passes in; the model only turns it into a per-pass ``Context``.
     """
 
     config: DecoderConfig
@@ -68,22 +69,18 @@ class DecoderLM(nn.Module, ABC):
     _loss_fn: Callable[[Tensor, nn.Module, nn.Linear, Tensor, int, float | None], Tensor] = (
         staticmethod(next_token_loss)
     )
-    #: Positions the KV caches hold (set by :meth:`setup_cache`): the static cache's key count.
-    _cache_len: int | None = None
+    #: The cache :func:`~llm_torch.generation.generate` keeps for its next call of the same
+    #: shape; the model never reads it (see :meth:`clear_cache`).
+    kv_cache: KVCache | None = None
 
     @abstractmethod
-    def hidden_states(
-        self,
-        idx: Tensor,
-        input_pos: int | Tensor | None = None,
-        positions: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-    ) -> Tensor:
+    def hidden_states(self, idx: Tensor, ctx: Context) -> Tensor:
         """Embed ``idx`` ``(B, T)`` and run the blocks: the last block's output, before ``ln_f``.
 
-        ``positions`` (``(T,)`` or ``(B, T)``), when given, replace the contiguous positions
-        that start at ``input_pos``; ``attn_mask`` goes to every attention layer. Both come from
-        :meth:`_positions_and_mask`.
+        ``ctx`` holds what every layer shares: token positions (``ctx.offset`` or
+        ``ctx.positions``), the attention mask (``ctx.mask``) and, when decoding with a cache,
+        each attention layer's view of it (``ctx.layer(i)``). Block ``i`` gets
+        ``block(x, positional, ctx.layer(i), ctx.mask)``.
         """
 
     def init_weights(self) -> None:
@@ -124,12 +121,7 @@ class DecoderLM(nn.Module, ABC):
         return total
 
     def forward(
-        self,
-        idx: Tensor,
-        input_pos: int | Tensor | None = None,
-        targets: Tensor | None = None,
-        pad: Tensor | None = None,
-        last_only: bool = False,
+        self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None
     ) -> Tensor:
         """Next-token logits ``(B, T, vocab_size)`` for ids ``idx`` ``(B, T)``, or the loss.
 
@@ -138,29 +130,22 @@ class DecoderLM(nn.Module, ABC):
 
         Args:
             idx: Token ids.
-            input_pos: ``None`` for whole sequences (training, evaluation): no cache is read or
-                written. For incremental decoding after :meth:`setup_cache`: the cache slot of
-                ``idx[:, 0]``, i.e. ``0`` for the prompt, then the number of tokens already fed.
-                An ``int`` reads the cache's written prefix; a 0-d integer tensor reads the
-                whole cache under a mask, so every decode step has the same shapes and can be
-                compiled (see :class:`~llm_torch.components.KVCache`).
             targets: Next-token ids ``(B, T)``; given, the mean cross-entropy is returned
                 instead of the logits.
-            pad: Left padding per row ``(B,)``, for batches of prompts of different lengths:
-                row ``b``'s first ``pad[b]`` slots are ignored and its positions start after
-                them, so each row computes what it would alone. Keep passing it while decoding.
-            last_only: Return the logits of the last position only, ``(B, 1, vocab_size)``:
-                all that generation needs, and the LM head over a whole prompt is a large share
-                of prefill (over 30% of the FLOPs for GPT-2 124M at 512 tokens).
+            cache: ``None`` for whole sequences (training, evaluation). For incremental
+                decoding, a :class:`~llm_torch.components.KVCache`: ``idx`` is written to it
+                from its current slot (``cache.seek``), attends to what it holds, and gets its
+                rows' padding masked; ``cache.last_only`` keeps the last position's logits only.
 
         Raises:
-            ValueError: If the positions run past the model's ``block_size``, or ``pad`` does
-                not have one entry per row.
+            ValueError: If the positions run past the model's ``block_size``, or the cache's
+                ``pad`` does not have one entry per row.
         """
-        self._check_positions(idx.size(1), input_pos)
-        positions, mask = self._positions_and_mask(idx, input_pos, pad)
-        x = self.hidden_states(idx, input_pos, positions, mask)
-        if last_only:
+        batch, seq_len = idx.shape
+        self._check_positions(seq_len, cache)
+        ctx = Context() if cache is None else cache.context(batch, seq_len, idx.device)
+        x = self.hidden_states(idx, ctx)
+        if cache is not None and cache.last_only:
             x = x[:, -1:]
         if targets is not None:
             cfg = self.config
@@ -191,81 +176,29 @@ class DecoderLM(nn.Module, ABC):
             if name.endswith(("attn.proj.weight", "mlp.proj.weight")):
                 nn.init.normal_(param, mean=0.0, std=residual_std)
 
-    def _check_positions(self, seq_len: int, input_pos: int | Tensor | None) -> None:
-        """Raise if positions ``input_pos .. input_pos + seq_len - 1`` pass ``block_size``.
+    def _check_positions(self, seq_len: int, cache: KVCache | None) -> None:
+        """Raise if the positions of ``seq_len`` tokens from the cache's slot pass ``block_size``.
 
-        A tensor position is checked against the cache's length (at most ``block_size``) here,
-        once per forward pass rather than in every layer's cache: reading it is a host sync.
-        Compiled steps skip the check (they cannot read it without a graph break).
+        A compiled decode step skips the check: reading the cache's host position would make
+        it recompile for every token (the cache checks its own range eagerly).
         """
-        if isinstance(input_pos, Tensor):
-            if self._cache_len is not None and not torch.compiler.is_compiling():
-                check_range(int(input_pos), seq_len, self._cache_len)
+        if cache is not None and torch.compiler.is_compiling():
             return
+        start = None if cache is None or not cache.layers else cache.pos
         block_size = self.config.block_size
-        if (input_pos or 0) + seq_len <= block_size:
+        if (start or 0) + seq_len <= block_size:
             return
-        if input_pos is None:
+        if start is None:
             raise ValueError(
                 f"Sequence length {seq_len} exceeds this model's block_size ({block_size}). Crop "
                 f"the input to its last {block_size} tokens, or use a model configured with a "
                 "larger block_size."
             )
         raise ValueError(
-            f"Positions {input_pos}..{input_pos + seq_len - 1} exceed this model's block_size "
+            f"Positions {start}..{start + seq_len - 1} exceed this model's block_size "
             f"({block_size}): a KV cache holds at most block_size tokens. Generate fewer tokens, "
             "or generate without the cache, which crops the context to the last block_size tokens."
         )
-
-    def _positions_and_mask(
-        self, idx: Tensor, input_pos: int | Tensor | None, pad: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """Per-token positions and the attention mask, or ``(None, None)`` when causal suffices.
-
-        Query ``t`` sits in cache slot ``i = start + t``. It sees slot ``j`` when ``j <= i``
-        and ``j`` is not its row's padding. A padding query sees itself only: a row with no key
-        at all would give NaN, which would leak through the values (``0 * NaN``) into real rows.
-        Positions are slots minus the row's padding, so RoPE and learned tables see exactly the
-        positions of the prompt run alone.
-
-        Raises:
-            ValueError: If ``pad`` is not ``(B,)``.
-        """
-        static = isinstance(input_pos, Tensor)
-        if pad is None and not static:
-            return None, None  # contiguous positions from the int offset, causal masking
-        batch, seq_len = idx.shape
-        if pad is not None and (pad.dim() != 1 or pad.size(0) != batch):
-            raise ValueError(
-                f"pad must hold one left-padding count per row, shape ({batch},); got "
-                f"{tuple(pad.shape)}."
-            )
-        start = 0 if input_pos is None else input_pos
-        slots = start + torch.arange(seq_len, device=idx.device)
-        if isinstance(input_pos, Tensor):
-            if self._cache_len is None:
-                raise RuntimeError("A tensor input_pos needs a KV cache: call setup_cache first.")
-            keys = torch.arange(self._cache_len, device=idx.device)
-        else:
-            keys = torch.arange(seq_len + (input_pos or 0), device=idx.device)
-        visible = keys <= slots[:, None]  # (T, keys)
-        if pad is None:
-            return slots, visible[None, None]
-        pad = pad.to(idx.device)[:, None, None]
-        visible = visible & ((keys >= pad) | (keys == slots[:, None]))  # (B, T, keys)
-        positions = (slots - pad[:, :, 0]).clamp(min=0)
-        return positions, visible[:, None]
-
-    @staticmethod
-    def _rotary(
-        rope: RotaryEmbedding, input_pos: int | Tensor | None, positions: Tensor | None
-    ) -> PositionalHook:
-        """``rope`` as the positional hook for this forward pass's positions."""
-        if positions is not None:
-            return partial(rope, positions=positions)
-        if isinstance(input_pos, int):
-            return partial(rope, offset=input_pos)
-        return rope
 
     def _logits(self, x: Tensor) -> Tensor:
         """Final norm, LM head and soft-capping; padded vocabulary columns are dropped."""
@@ -274,42 +207,13 @@ class DecoderLM(nn.Module, ABC):
             logits = logits[..., : self.config.vocab_size]
         return logits
 
-    def _attention_layers(self) -> list[CausalSelfAttention]:
-        return [module for module in self.modules() if isinstance(module, CausalSelfAttention)]
-
-    def setup_cache(self, batch_size: int, max_len: int | None = None) -> None:
-        """Allocate a KV cache in every attention layer, for ``forward(idx, input_pos)``.
-
-        Buffers take the model's dtype and device, so call this after moving the model.
-
-        Args:
-            batch_size: Largest batch that will be decoded.
-            max_len: Positions to hold, prompt plus new tokens; ``None`` means ``block_size``.
-                Memory is ``2 * n_layer * batch_size * max_len * n_kv_head * head_dim`` elements.
-
-        Raises:
-            ValueError: If ``max_len`` is not in ``1 .. block_size``.
-        """
-        max_len = self.config.block_size if max_len is None else max_len
-        if not 0 < max_len <= self.config.block_size:
-            raise ValueError(
-                f"KV cache max_len must be in 1..block_size ({self.config.block_size}), got "
-                f"{max_len}: positions past block_size have no embedding."
-            )
-        weight = self.wte.weight
-        for attention in self._attention_layers():
-            attention.setup_cache(batch_size, max_len, weight.dtype, weight.device)
-        self._cache_len = max_len
-
     def clear_cache(self) -> None:
-        """Free the KV caches that :meth:`setup_cache` allocated.
+        """Free the KV cache that :func:`~llm_torch.generation.generate` keeps on the model.
 
-        :func:`~llm_torch.generation.generate` leaves its cache in place for the next call of
-        the same shape; this is how to give that memory back.
+        ``generate`` leaves its cache here for the next call of the same shape (see
+        :attr:`kv_cache`); this is how to give that memory back.
         """
-        for attention in self._attention_layers():
-            attention.clear_cache()
-        self._cache_len = None
+        self.kv_cache = None
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Estimate training FLOPs (forward + backward) per token, for MFU.

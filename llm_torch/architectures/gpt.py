@@ -17,6 +17,7 @@ from llm_torch.architectures.config import DecoderConfig
 from llm_torch.components import (
     MLP,
     CausalSelfAttention,
+    Context,
     LearnedPositionEmbedding,
     RotaryEmbedding,
     TransformerBlock,
@@ -145,22 +146,17 @@ class GPT(DecoderLM):
         if self.rope is not None:
             self.rope.reset_buffers()
 
-    def hidden_states(
-        self,
-        idx: Tensor,
-        input_pos: int | Tensor | None = None,
-        positions: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-    ) -> Tensor:
+    def hidden_states(self, idx: Tensor, ctx: Context) -> Tensor:
         """Token (plus position) embeddings, then the blocks (see :meth:`DecoderLM.forward`)."""
+        seq_len = idx.size(1)
         x = self.wte(idx)
         if self.wpe is not None:
-            if positions is None:
-                x = x + self.wpe(idx.size(1), input_pos if isinstance(input_pos, int) else 0)
+            if ctx.positions is None:
+                x = x + self.wpe(seq_len, ctx.offset)
             else:  # per-row or tensor positions: a gather instead of a slice
-                x = x + self.wpe.weight[positions]
+                x = x + self.wpe.weight[ctx.positions]
         x = self.drop(x)
-        rope = None if self.rope is None else self._rotary(self.rope, input_pos, positions)
-        for block in self.blocks:
-            x = block(x, rope, input_pos, attn_mask)
+        rope = None if self.rope is None else self.rope.at(seq_len, ctx.offset, ctx.positions)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, ctx.layer(i), ctx.mask)
         return x

@@ -17,6 +17,7 @@ from llm_torch.architectures.config import DecoderConfig
 from llm_torch.components import (
     MLP,
     CausalSelfAttention,
+    Context,
     RotaryEmbedding,
     SwiGLUMLP,
     TransformerBlock,
@@ -189,16 +190,10 @@ class Llama(DecoderLM):
         super().init_weights()
         self.rope.reset_buffers()
 
-    def hidden_states(
-        self,
-        idx: Tensor,
-        input_pos: int | Tensor | None = None,
-        positions: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-    ) -> Tensor:
+    def hidden_states(self, idx: Tensor, ctx: Context) -> Tensor:
         """Token embeddings, then the blocks with RoPE (see :meth:`DecoderLM.forward`)."""
         x = self.drop(self.wte(idx))
-        rope = self._rotary(self.rope, input_pos, positions)
-        for block in self.blocks:
-            x = block(x, rope, input_pos, attn_mask)
+        rope = self.rope.at(idx.size(1), ctx.offset, ctx.positions)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, ctx.layer(i), ctx.mask)
         return x

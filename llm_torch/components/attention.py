@@ -7,11 +7,10 @@ embeddings) plug in through a ``PositionalHook`` passed to ``forward``.
 
 from collections.abc import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm_torch.components.kv_cache import KVCache
+from llm_torch.components.kv_cache import LayerView
 
 #: Maps ``(q, k)``, each ``(B, heads, T, head_dim)``, to position-encoded ``(q, k)``.
 PositionalHook = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -26,10 +25,10 @@ class CausalSelfAttention(nn.Module):
     on GPU.
 
     The pass is split into projection (``qkv``), attention and output projection, so a KV cache only
-    has to slot its update between the first two: with ``input_pos`` given, the new keys and
-    values are written to ``kv_cache`` and the queries attend to everything cached so far. Masks
-    for left-padded batches and the static cache come from the model (``attn_mask``), built once
-    per forward pass rather than once per layer.
+    has to slot its update between the first two: given this layer's view of the cache (``kv``),
+    the new keys and values are written to it and the queries attend to everything cached so
+    far. Masks for left-padded batches, cached chunks and the static cache come from the cache
+    (``attn_mask``), built once per forward pass rather than once per layer.
 
     Args:
         n_embd: Model width (input and output features).
@@ -76,13 +75,12 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
         self.q_norm = nn.RMSNorm(head_dim, eps=norm_eps) if qk_norm else None
         self.k_norm = nn.RMSNorm(head_dim, eps=norm_eps) if qk_norm else None
-        self.kv_cache: KVCache | None = None
 
     def forward(
         self,
         x: Tensor,
         positional: PositionalHook | None = None,
-        input_pos: int | Tensor | None = None,
+        kv: LayerView | None = None,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
         """Attend over ``x`` of shape ``(B, T, n_embd)``; position ``t`` sees positions ``<= t``.
@@ -90,50 +88,28 @@ class CausalSelfAttention(nn.Module):
         Args:
             x: Input activations.
             positional: Position encoding applied to queries and keys (for ``x``'s positions).
-            input_pos: ``None`` (training, full sequences): no cache. Otherwise the cache slot of
-                ``x[:, 0]``; keys and values go to ``kv_cache``. An ``int`` attends to slots
-                ``0 .. input_pos + T - 1``; a 0-d tensor to the whole cache (static shapes), which
-                needs ``attn_mask``.
-            attn_mask: Boolean ``(B or 1, 1, T, keys)``, ``True`` where a query may attend; it
-                replaces the causal mask (left-padded batches, the static cache). ``keys`` is
-                ``T`` without a cache, ``input_pos + T`` for an ``int`` position, else the cache's
-                ``max_len``.
-
-        Raises:
-            RuntimeError: If ``input_pos`` is given but no cache is set up.
+            kv: This layer's view of a KV cache (see :class:`~llm_torch.components.KVCache`):
+                the new keys and values are written to it and the queries attend to what it
+                returns. ``None`` (training, evaluation): no cache.
+            attn_mask: Boolean ``(T, keys)`` or ``(B or 1, 1, T, keys)``, ``True`` where a query
+                may attend; it replaces the causal mask. Without it, queries attend causally
+                when there are as many keys as queries, else (one query after a cached prefix)
+                to every key.
         """
         q, k, v = self.project_qkv(x)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if positional is not None:
             q, k = positional(q, k)
-        is_causal, mask = attn_mask is None, attn_mask
-        if input_pos is not None:
-            if self.kv_cache is None:
-                raise RuntimeError(
-                    "input_pos was given but attention has no KV cache: call "
-                    "model.setup_cache(batch_size, max_len) first, or pass input_pos=None."
-                )
-            k, v = self.kv_cache.update(k, v, input_pos)
-            if mask is None and isinstance(input_pos, Tensor):
-                raise ValueError("A tensor input_pos reads the whole cache: pass attn_mask too.")
-            if mask is None and isinstance(input_pos, int) and input_pos > 0:
-                # Queries now start mid-sequence. SDPA's is_causal aligns the mask to the top-left
-                # corner (query i sees keys <= i), which is only right when both start at 0. One
-                # query sees every cached key: no mask. A chunk gets its causal band explicitly.
-                is_causal = False
-                seq_len = q.size(2)
-                if seq_len > 1:
-                    mask = torch.ones(
-                        seq_len, input_pos + seq_len, dtype=torch.bool, device=q.device
-                    ).tril(diagonal=input_pos)
+        if kv is not None:
+            k, v = kv.update(k, v)
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=mask,
+            attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
+            is_causal=attn_mask is None and q.size(2) == k.size(2),
             enable_gqa=self.n_kv_head != self.n_head,
         )
         batch, _, seq_len, _ = y.shape
@@ -150,17 +126,3 @@ class CausalSelfAttention(nn.Module):
         k = k.view(batch, seq_len, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(batch, seq_len, self.n_kv_head, self.head_dim).transpose(1, 2)
         return q, k, v
-
-    def setup_cache(
-        self,
-        batch_size: int,
-        max_len: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> None:
-        """Allocate a KV cache for ``batch_size`` sequences of up to ``max_len`` positions."""
-        self.kv_cache = KVCache(batch_size, self.n_kv_head, max_len, self.head_dim, dtype, device)
-
-    def clear_cache(self) -> None:
-        """Free the KV cache; attention works as before it was set up."""
-        self.kv_cache = None

@@ -3,6 +3,7 @@
 from torch import Tensor, nn
 
 from llm_torch.components.attention import CausalSelfAttention, PositionalHook
+from llm_torch.components.kv_cache import LayerView
 
 
 class TransformerBlock(nn.Module):
@@ -31,13 +32,13 @@ class TransformerBlock(nn.Module):
         self,
         x: Tensor,
         positional: PositionalHook | None = None,
-        input_pos: int | Tensor | None = None,
+        kv: LayerView | None = None,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
         """Apply the block to ``x`` of shape ``(B, T, n_embd)``.
 
-        ``positional``, ``input_pos`` and ``attn_mask`` go to attention: see
+        ``positional``, ``kv`` and ``attn_mask`` go to attention: see
         :class:`CausalSelfAttention`.
         """
-        x = x + self.attn(self.norm_1(x), positional, input_pos, attn_mask)
+        x = x + self.attn(self.norm_1(x), positional, kv, attn_mask)
         return x + self.mlp(self.norm_2(x))

@@ -6,12 +6,13 @@ same layout as ``transformers``, Hugging Face Llama projections import without a
 
 The cos/sin tables are computed once, in float32 as ``transformers`` does, and kept as
 non-persistent buffers: they follow the module across devices and dtypes, never enter checkpoints,
-and cost a slice per attention call instead of trigonometry per step.
+and cost one slice (or gather) per forward pass, shared by every layer, instead of trigonometry
+per step.
 """
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -176,26 +177,41 @@ class RotaryEmbedding(nn.Module):
             k: Keys.
             offset: Position of the first token, when positions are contiguous and shared.
             positions: Integer positions ``(T,)`` or per row ``(B, T)`` (left-padded batches,
-                the static cache), used instead of ``offset``. Not range-checked: a gather
-                cannot be without a device sync; the caller keeps them below ``max_seq_len``.
+                the static cache), used instead of ``offset``.
 
         Raises:
             ValueError: If the positions run past ``max_seq_len``.
         """
+        return self.at(q.size(-2), offset, positions)(q, k)
+
+    def at(self, seq_len: int, offset: int = 0, positions: Tensor | None = None) -> "RotaryTables":
+        """The rotation of one forward pass's positions, for every layer to apply.
+
+        The tables are sliced (or gathered, for ``positions``) here, once per forward pass
+        rather than once per layer.
+
+        Args:
+            seq_len: Number of positions.
+            offset: Position of the first token, when positions are contiguous and shared.
+            positions: Integer positions ``(T,)`` or per row ``(B, T)``, used instead of
+                ``offset``. Not range-checked: a gather cannot be without a device sync; the
+                caller keeps them below ``max_seq_len``.
+
+        Raises:
+            ValueError: If ``offset + seq_len`` passes ``max_seq_len``.
+        """
         if positions is not None:
-            cos, sin = self.cos[positions].to(q.dtype), self.sin[positions].to(q.dtype)
+            cos, sin = self.cos[positions], self.sin[positions]
             if positions.dim() == 2:  # (B, T, head_dim) -> (B, 1, T, head_dim): shared by heads
                 cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-            return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        end = offset + q.size(-2)
+            return RotaryTables(cos, sin)
+        end = offset + seq_len
         if end > self.max_seq_len:
             raise ValueError(
                 f"RoPE tables cover {self.max_seq_len} positions, but position {end - 1} was "
                 "requested. Build the model with a larger block_size."
             )
-        cos = self.cos[offset:end].to(q.dtype)
-        sin = self.sin[offset:end].to(q.dtype)
-        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return RotaryTables(self.cos[offset:end], self.sin[offset:end])
 
     def extra_repr(self) -> str:
         """Show the table shape and settings in ``print(model)``."""
@@ -203,3 +219,19 @@ class RotaryEmbedding(nn.Module):
             f"head_dim={self.head_dim}, max_seq_len={self.max_seq_len}, theta={self.theta}, "
             f"scaling={self.scaling}"
         )
+
+
+class RotaryTables(NamedTuple):
+    """One forward pass's ``cos`` and ``sin`` rows, as a ``PositionalHook``: ``(q, k) -> (q, k)``.
+
+    Built by :meth:`RotaryEmbedding.at`; each layer only casts them to its queries' dtype (a
+    no-op unless autocast computes in another dtype than the tables are stored in).
+    """
+
+    cos: Tensor
+    sin: Tensor
+
+    def __call__(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotate queries and keys ``(B, heads, T, head_dim)``."""
+        cos, sin = self.cos.to(q.dtype), self.sin.to(q.dtype)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)

@@ -21,7 +21,7 @@ from llm_torch.evaluation.scoring import (
     rolling_windows,
     score_requests,
 )
-from llm_torch.generation import kv_cache
+from llm_torch.generation import new_cache
 from llm_torch.tokenizer import Tokenizer, get_tokenizer
 
 #: Tokens ``generate_until`` adds when a request names no ``max_gen_toks`` (lm-eval's default).
@@ -189,22 +189,22 @@ class LLMTorchLM(TemplateLM):
         ids = torch.tensor(prompts, device=self._device)
         new: list[list[int]] = [[] for _ in prompts]
         done = [False] * len(prompts)
-        with kv_cache(self.model, len(prompts), ids.size(1) + max_new):
-            logits = self.model(ids, input_pos=0)
-            for step in range(max_new):
-                next_ids = logits[:, -1].float().argmax(dim=-1)
-                for row, token in enumerate(next_ids.tolist()):
-                    if done[row]:
-                        continue
-                    if token == self.eot_token_id:
-                        done[row] = True
-                        continue
-                    new[row].append(token)
-                    text = self.llm_tokenizer.decode(new[row])
-                    done[row] = any(stop and stop in text for stop in until[row])
-                if all(done) or step == max_new - 1:
-                    break
-                logits = self.model(next_ids[:, None], input_pos=ids.size(1) + step)
+        cache = new_cache(self.model, len(prompts), ids.size(1) + max_new)
+        logits = self.model(ids, cache=cache)
+        for step in range(max_new):
+            next_ids = logits[:, -1].float().argmax(dim=-1)
+            for row, token in enumerate(next_ids.tolist()):
+                if done[row]:
+                    continue
+                if token == self.eot_token_id:
+                    done[row] = True
+                    continue
+                new[row].append(token)
+                text = self.llm_tokenizer.decode(new[row])
+                done[row] = any(stop and stop in text for stop in until[row])
+            if all(done) or step == max_new - 1:
+                break
+            logits = self.model(next_ids[:, None], cache=cache.seek(ids.size(1) + step))
         return new
 
 
