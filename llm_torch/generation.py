@@ -41,7 +41,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from llm_torch.architectures.registry import Model
+from llm_torch.architectures.base import DecoderLM
 from llm_torch.components import CausalSelfAttention, KVCache, LayerCache
 
 #: Called as ``on_token(batch_index, token_id)`` for each new token as soon as it is sampled;
@@ -49,7 +49,7 @@ from llm_torch.components import CausalSelfAttention, KVCache, LayerCache
 TokenCallback = Callable[[int, int], None]
 
 
-def new_cache(model: Model, batch_size: int, max_len: int | None = None) -> KVCache:
+def new_cache(model: DecoderLM, batch_size: int, max_len: int | None = None) -> KVCache:
     """A zeroed KV cache for ``model``: one :class:`LayerCache` per attention layer.
 
     For driving ``model(idx, cache=cache)`` by hand (``cache.seek(pos)`` before each pass);
@@ -81,7 +81,7 @@ def new_cache(model: Model, batch_size: int, max_len: int | None = None) -> KVCa
     return KVCache(layers)
 
 
-def _reuse_or_new_cache(model: Model, batch_size: int, max_len: int) -> KVCache:
+def _reuse_or_new_cache(model: DecoderLM, batch_size: int, max_len: int) -> KVCache:
     """``model.kv_cache`` zeroed if it has this shape, else a new one (kept there for next time).
 
     Reusing keeps the buffers at the addresses a compiled decode step was recorded with (see
@@ -153,7 +153,7 @@ def sample_next(
 
 @torch.no_grad()
 def generate(
-    model: Model,
+    model: DecoderLM,
     prompt_ids: Sequence[Sequence[int] | Tensor] | Tensor,
     max_new_tokens: int,
     temperature: float = 1.0,
@@ -286,7 +286,7 @@ def _left_pad(rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tens
     return ids, torch.tensor([width - len(row) for row in rows], device=device)
 
 
-def _decode_step(model: Model, tokens: Tensor, cache: KVCache) -> Tensor:
+def _decode_step(model: DecoderLM, tokens: Tensor, cache: KVCache) -> Tensor:
     """One decode step: float32 next-token logits ``(B, vocab)`` for ``tokens`` ``(B, 1)``.
 
     After ``cache.seek(pos, static=True)`` every input keeps its shape from step to step (the
@@ -296,10 +296,10 @@ def _decode_step(model: Model, tokens: Tensor, cache: KVCache) -> Tensor:
     return model(tokens, cache=cache)[:, -1].float()
 
 
-_COMPILED_STEPS: dict[str, Callable[[Model, Tensor, KVCache], Tensor]] = {}
+_COMPILED_STEPS: dict[str, Callable[[DecoderLM, Tensor, KVCache], Tensor]] = {}
 
 
-def compiled_decode_step(device: torch.device) -> Callable[[Model, Tensor, KVCache], Tensor]:
+def compiled_decode_step(device: torch.device) -> Callable[[DecoderLM, Tensor, KVCache], Tensor]:
     """:func:`_decode_step` under ``torch.compile``, built once per process and device type.
 
     On CUDA, ``mode="reduce-overhead"`` captures the step as a CUDA graph (the static cache
@@ -316,7 +316,7 @@ def compiled_decode_step(device: torch.device) -> Callable[[Model, Tensor, KVCac
 
 
 def _decode_cached(
-    model: Model,
+    model: DecoderLM,
     prompts: list[list[int]],
     max_new_tokens: int,
     pick: Callable[[Tensor], Tensor],
@@ -355,7 +355,7 @@ def _decode_cached(
 
 
 def _decode_sliding(
-    model: Model,
+    model: DecoderLM,
     prompts: list[list[int]],
     max_new_tokens: int,
     pick: Callable[[Tensor], Tensor],

@@ -13,12 +13,6 @@ from llm_torch.architectures.config import DecoderConfig
 from llm_torch.architectures.gpt import GPT, GPTConfig
 from llm_torch.architectures.llama import Llama, LlamaConfig
 
-#: Every architecture's config derives from this; the CLI accepts any subclass for
-#: ``--model.arch``.
-ModelConfig = DecoderConfig
-#: Every architecture: ``forward(idx) -> logits``, ``config``, ``flops_per_token``, ...
-Model = DecoderLM
-
 #: Architecture name (stored in checkpoints) -> (config class, model class).
 ARCHITECTURES: dict[str, tuple[type[DecoderConfig], type[DecoderLM]]] = {
     "gpt": (GPTConfig, GPT),

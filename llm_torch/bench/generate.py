@@ -33,17 +33,17 @@ from typing import Any
 import torch
 
 from llm_torch.architectures import GPT, GPT_PRESETS, LLAMA_PRESETS, GPTConfig, Llama, LlamaConfig
-from llm_torch.architectures.registry import Model
+from llm_torch.architectures.base import DecoderLM
 from llm_torch.generation import generate
 
 Run = Callable[[], list[list[int]]]
 
 
-def build(preset: str, dtype: torch.dtype, device: str) -> Model:
+def build(preset: str, dtype: torch.dtype, device: str) -> DecoderLM:
     """A randomly initialised model of a named shape, in eval mode."""
     torch.manual_seed(0)
     with torch.device(device):
-        model: Model
+        model: DecoderLM
         if preset in GPT_PRESETS:
             model = GPT(GPTConfig.from_name(preset))
         else:

@@ -14,7 +14,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-from llm_torch.architectures.registry import Model
+from llm_torch.architectures.base import DecoderLM
 from llm_torch.engine.loading import DTYPES, load_model, resolve_device
 from llm_torch.evaluation.scoring import (
     Request,
@@ -56,7 +56,7 @@ class LLMTorchLM(TemplateLM):
         ckpt_path: str | None = None,
         hf_dir: str | None = None,
         tokenizer: str | Tokenizer | None = None,
-        model: Model | None = None,
+        model: DecoderLM | None = None,
         device: str | None = "auto",
         batch_size: int | str = 16,
         precision: str = "32",

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from llm_torch.architectures.registry import Model
+from llm_torch.architectures.base import DecoderLM
 from llm_torch.engine.module import CausalLMModule
 from llm_torch.evaluation.scoring import Request, encode_pair, score_batch
 from llm_torch.tokenizer import Tokenizer
@@ -116,7 +116,7 @@ def lm_eval_items(
 
 
 def score_items(
-    model: Model,
+    model: DecoderLM,
     tokenizer: Tokenizer,
     items: Sequence[Item],
     batch_size: int,

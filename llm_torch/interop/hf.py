@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from llm_torch.architectures.base import DecoderLM
 from llm_torch.architectures.gpt import GPT, GPTConfig
 from llm_torch.architectures.llama import Llama
-from llm_torch.architectures.registry import Model
 from llm_torch.interop.gpt2 import GPT2
 from llm_torch.interop.llama import LLAMA
 from llm_torch.interop.qwen3 import QWEN3
@@ -43,7 +43,7 @@ def _load_hf_model(model_or_dir: "PreTrainedModel | str | os.PathLike[str]") -> 
     return model_or_dir
 
 
-def from_hf(model_or_dir: "PreTrainedModel | str | os.PathLike[str]") -> Model:
+def from_hf(model_or_dir: "PreTrainedModel | str | os.PathLike[str]") -> DecoderLM:
     """Build an llm-torch model holding a Hugging Face model's weights.
 
     Args:
@@ -73,7 +73,7 @@ def from_hf(model_or_dir: "PreTrainedModel | str | os.PathLike[str]") -> Model:
         parts = [hf_state[name].t() if row.transpose else hf_state[name] for name in row.theirs]
         state[row.ours] = torch.cat(parts) if len(parts) > 1 else parts[0]
     with torch.device("meta"):  # no point initialising weights that are about to be replaced
-        model: Model = GPT(config) if isinstance(config, GPTConfig) else Llama(config)
+        model: DecoderLM = GPT(config) if isinstance(config, GPTConfig) else Llama(config)
     model.load_state_dict(_float32_copies(state), strict=True, assign=True)
     if isinstance(model, GPT) or model.config.tie_embeddings:
         model.lm_head.weight = model.wte.weight  # `assign` replaced both; tie them again
@@ -84,7 +84,7 @@ def from_hf(model_or_dir: "PreTrainedModel | str | os.PathLike[str]") -> Model:
 
 
 def to_hf(
-    model: Model, eos_token_id: int | None = None, bos_token_id: int | None = None
+    model: DecoderLM, eos_token_id: int | None = None, bos_token_id: int | None = None
 ) -> "PreTrainedModel":
     """Convert an llm-torch model into the ``transformers`` model with the same logits.
 
