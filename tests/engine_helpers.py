@@ -1,8 +1,11 @@
 """Shared pieces of the engine tests."""
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from lightning.pytorch.loggers import Logger
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 class Recorder(Logger):
@@ -29,3 +32,25 @@ class Recorder(Logger):
         """Keep ``metrics`` under ``step``."""
         assert step is not None
         self.steps.setdefault(step, {}).update(metrics)
+
+
+class HostReads(TorchDispatchMode):
+    """Counts host reads: scalar reads (``item``, ``bool``, ``float``) and host-copy methods."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+    def counting(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """``method``, counted."""
+
+        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return method(tensor, *args, **kwargs)
+
+        return counted

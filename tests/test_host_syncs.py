@@ -7,40 +7,18 @@ whole CLI (every callback, the progress bar, the checkpoints) trains, and allows
 steps that log.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from cli_helpers import REPO, tiny_args, write_corpus
+from engine_helpers import HostReads
 from lightning.pytorch import Callback, Trainer
-from torch.utils._python_dispatch import TorchDispatchMode
 
 #: Tensor methods that hand a value to the host without going through an aten op on CPU.
 _HOST_METHODS = ("tolist", "numpy", "cpu")
-
-
-class HostReads(TorchDispatchMode):
-    """Counts host reads: scalar reads (``item``, ``bool``, ``float``) and host-copy methods."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
-    def counting(self, method: Callable[..., Any]) -> Callable[..., Any]:
-        """``method``, counted."""
-
-        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            self.count += 1
-            return method(tensor, *args, **kwargs)
-
-        return counted
 
 
 @pytest.fixture

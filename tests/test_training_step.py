@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from engine_helpers import Recorder
+from engine_helpers import HostReads, Recorder
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.plugins import MixedPrecision
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_torch.architectures import GPTConfig
@@ -92,26 +91,10 @@ def test_fused_adamw_clips_like_a_hand_written_loop(precision: str, one_thread: 
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6, msg=name)
 
 
-class _CountScalarReads(TorchDispatchMode):
-    """Counts ``aten._local_scalar_dense`` calls: ``item()``, ``float()``, ``bool()``.
-
-    On a GPU each one makes the host wait for the device.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 class _ReadsPerBatch(Callback):
     """Records the scalar reads of each training micro-batch, keyed by its optimizer step."""
 
-    def __init__(self, counter: _CountScalarReads) -> None:
+    def __init__(self, counter: HostReads) -> None:
         self.counter = counter
         self.reads: list[tuple[int, int]] = []  # (optimizer step the batch belongs to, reads)
         self._start = 0
@@ -124,13 +107,13 @@ class _ReadsPerBatch(Callback):
 
 
 @pytest.fixture
-def counter() -> Iterator[_CountScalarReads]:
-    with _CountScalarReads() as mode:
+def counter() -> Iterator[HostReads]:
+    with HostReads() as mode:
         yield mode
 
 
 def test_training_reads_device_values_only_on_logged_steps(
-    counter: _CountScalarReads, one_thread: None
+    counter: HostReads, one_thread: None
 ) -> None:
     float(torch.ones(()))
     assert counter.count == 1  # the counter sees a read (guards against a vacuous pass)
