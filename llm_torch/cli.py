@@ -47,7 +47,8 @@ from llm_torch.engine.samples import TextSampleLogger
 from llm_torch.engine.summary import ModelSummary
 from llm_torch.evaluation.command import evaluate_command
 from llm_torch.evaluation.multiple_choice import MultipleChoiceEval
-from llm_torch.generate_export import export_command, generate_command
+from llm_torch.generate_command import generate_command
+from llm_torch.interop.command import export_command
 from llm_torch.tokenizer.base import TokenizerUnavailableError
 from llm_torch.tokenizer.command import train_tokenizer_command
 

@@ -108,7 +108,7 @@ def test_generate_until_equals_greedy_llm_torch_generate_up_to_the_stop_string(
     capsys: pytest.CaptureFixture[str],
     one_thread: None,
 ) -> None:
-    from llm_torch.generate_export import generate_command
+    from llm_torch.generate_command import generate_command
     from llm_torch.tokenizer.base import EOT_TEXT
 
     tokenizer = tiny_tokenizer(tiny_bpe)

@@ -246,7 +246,7 @@ def test_cli_compile_stays_off_on_cpu_and_prints_the_eager_text(
     tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     transformers = pytest.importorskip("transformers")
-    from llm_torch.generate_export import generate_command
+    from llm_torch.generate_command import generate_command
 
     torch.manual_seed(0)
     config = transformers.GPT2Config(

@@ -21,8 +21,8 @@ from llm_torch.architectures import Llama, LlamaConfig  # noqa: E402
 from llm_torch.cli import cli  # noqa: E402
 from llm_torch.engine.checkpoint import load_checkpoint  # noqa: E402
 from llm_torch.engine.module import CausalLMModule  # noqa: E402
-from llm_torch.generate_export import export_command  # noqa: E402
 from llm_torch.interop import from_hf, to_hf  # noqa: E402
+from llm_torch.interop.command import export_command  # noqa: E402
 
 LLAMA3 = {
     "rope_type": "llama3",

@@ -13,7 +13,8 @@ from test_train_tokenizer import SAMPLES, corpus_text
 
 from llm_torch.cli import cli
 from llm_torch.engine.checkpoint import load_checkpoint
-from llm_torch.generate_export import export_command, generate_command
+from llm_torch.generate_command import generate_command
+from llm_torch.interop.command import export_command
 from llm_torch.tokenizer import EOT_TEXT, HFTokenizer, TiktokenFileTokenizer, get_tokenizer
 from llm_torch.tokenizer.hf_convert import bytes_to_unicode, tokenizer_json
 from llm_torch.tokenizer.train import train_tokenizer

@@ -1,27 +1,22 @@
-"""``llm-torch generate`` and ``llm-torch export``: use a trained model without any YAML.
+"""``llm-torch generate``: continue a prompt with a trained model, without any YAML.
 
-Both read a checkpoint written by ``llm-torch fit`` (which carries the model config and the
-tokenizer spec); ``generate`` also reads Hugging Face ``save_pretrained`` folders, through the
-loader ``llm-torch evaluate`` uses (:mod:`llm_torch.engine.loading`).
-
-:func:`llm_torch.cli.main` is the one entry point: it sends these two subcommands here and the
-rest to LightningCLI. They share nothing with LightningCLI: plain ``argparse``, no Trainer.
+It reads a checkpoint written by ``llm-torch fit`` (which carries the model config and the
+tokenizer spec) or a Hugging Face ``save_pretrained`` folder, through the loader ``llm-torch
+evaluate`` uses (:mod:`llm_torch.engine.loading`). Plain ``argparse``, no Trainer:
+:func:`llm_torch.cli.main` sends the subcommand here.
 """
 
 import argparse
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from llm_torch.engine.checkpoint import load_checkpoint
 from llm_torch.engine.loading import add_model_options, load_model, place
 from llm_torch.generation import generate
 from llm_torch.sampling import SAMPLING_DEFAULTS
-from llm_torch.tokenizer import TiktokenFileTokenizer, Tokenizer, TokenizerUnavailableError
-from llm_torch.tokenizer.hf_convert import write_tokenizer_json
+from llm_torch.tokenizer import Tokenizer
 
 
 def _generate_parser() -> argparse.ArgumentParser:
@@ -121,27 +116,3 @@ def _compile_pays_off(device: torch.device, use_cache: bool) -> bool:
         )
         return False
     return True
-
-
-def export_command(argv: list[str]) -> None:
-    """Run ``llm-torch export``: a checkpoint to a Hugging Face ``save_pretrained`` folder."""
-    parser = argparse.ArgumentParser(
-        prog="llm-torch export",
-        description="Write a checkpoint as a Hugging Face folder (config.json, model.safetensors).",
-    )
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by `llm-torch fit`")
-    parser.add_argument("--out", required=True, help="output folder")
-    args = parser.parse_args(argv)
-    from llm_torch.interop.hf import to_hf
-
-    model, tokenizer = load_checkpoint(args.ckpt_path)
-    eot = tokenizer.eot_id if tokenizer is not None else None
-    to_hf(model, eos_token_id=eot).save_pretrained(args.out)
-    if tokenizer is not None and tokenizer.spec.get("name") == "hf":
-        shutil.copy(tokenizer.spec["path"], Path(args.out) / "tokenizer.json")
-    elif isinstance(tokenizer, TiktokenFileTokenizer):
-        try:  # the weights are written: a tokenizer that cannot be converted only loses its file
-            write_tokenizer_json(tokenizer, args.out)
-        except (ValueError, TokenizerUnavailableError) as err:
-            print(f"warning: no tokenizer.json written: {err}", file=sys.stderr)
-    print(f"Wrote {args.out}: load it with transformers.AutoModelForCausalLM.from_pretrained.")
