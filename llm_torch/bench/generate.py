@@ -104,8 +104,13 @@ def agreement(reference: list[list[int]], out: list[list[int]], prompts: list[li
     return fewest or 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse options, run the generators per batch size, print a table and the prefill latency."""
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse options, run the generators per batch size, print a table and the prefill latency.
+
+    Returns:
+        The printed figures (``rows``: one per generator and batch, ``first_token_ms``,
+        ``compile_seconds`` per batch), for ``bench.gpu`` to record.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="gpt2", choices=[*GPT_PRESETS, *LLAMA_PRESETS])
     parser.add_argument("--prompt-len", type=int, default=32, help="longest prompt of a batch")
@@ -140,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     def ours(prompts: list[list[int]], tokens: int, **kwargs: Any) -> Run:
         return lambda: generate(model, prompts, tokens, temperature=0, **kwargs)
 
+    figures: dict[str, Any] = {"rows": [], "first_token_ms": {}, "compile_seconds": {}}
     header = f"{'generator':<26}{'batch':>6}{'seconds':>9}{'tokens/s':>10}{'ms/step':>9}"
     print(f"{header}{'vs HF':>7}  agreement")
     for batch in [int(b) for b in args.batches.split(",")]:
@@ -168,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
             warm_up()
             if name == "llm-torch, compiled":
                 took = time.perf_counter() - start
+                figures["compile_seconds"][batch] = took
                 print(f"  (compiled: first call, compile included, {took:.1f} s)")
             seconds, outputs[name] = timed(run, args.device, args.repeats)
             rates[name] = batch * n / seconds
@@ -177,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
             seconds = batch * n / rate
             versus = f"{rate / hf_rate:>6.2f}x" if hf_rate else f"{'-':>7}"
             same = agreement(reference, outputs[name], prompts)
+            figures["rows"].append(
+                {"generator": name, "batch": batch, "tokens_per_sec": rate, "agreement": same}
+            )
             print(
                 f"{name:<26}{batch:>6}{seconds:>9.2f}{rate:>10.1f}{1000 * seconds / n:>9.2f}"
                 f"{versus}  {same}/{n} new tokens, every row"
@@ -192,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, run in latency.items():
             run()
             seconds, _ = timed(run, args.device, max(args.repeats, 3))
+            figures["first_token_ms"][name] = 1000 * seconds
             print(f"  {name:<26}{1000 * seconds:>9.1f} ms")
+    return figures
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -179,13 +179,23 @@ def cli_args(options: argparse.Namespace, workdir: Path) -> list[str]:
     ]
 
 
-def run_lightning(options: argparse.Namespace, workdir: Path) -> Timing:
-    """Path (b): ``llm-torch fit`` as a user runs it, with a step timer added."""
+def run_lightning(
+    options: argparse.Namespace,
+    workdir: Path,
+    extra_args: Sequence[str] = (),
+    callbacks: Sequence[Callback] = (),
+) -> Timing:
+    """Path (b): ``llm-torch fit`` as a user runs it, with a step timer added.
+
+    ``extra_args`` (CLI overrides) and ``callbacks`` let other benchmarks (``bench.gpu``) time
+    the same fit on other data or with a profiler attached.
+    """
     device = torch.device(options.device)
     clock = StepClock(device, options.warmup, options.steps)
     _reset_peak_memory(device)
     run = cli(
-        ["fit", *cli_args(options, workdir)], trainer_defaults={"callbacks": [StepTimer(clock)]}
+        ["fit", *cli_args(options, workdir), *extra_args],
+        trainer_defaults={"callbacks": [StepTimer(clock), *callbacks]},
     )
     tokens = options.batch_size * options.accumulate * run.datamodule.block_size
     return Timing(clock.seconds_per_step(), tokens, peak_memory_gib(device))
