@@ -44,15 +44,12 @@ class InterruptCheckpoint(Callback):
         self._interrupted = True
         signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
 
-    def on_train_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        """Save and stop once an interrupted run reaches an optimizer-step boundary."""
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        """Save and stop once an interrupted run reaches an optimizer-step boundary.
+
+        ``args`` are Lightning's ``(pl_module, outputs, batch, batch_idx)``.
+        """
+        batch_idx: int = args[-1]
         if self._interrupted and is_boundary(batch_idx + 1, trainer.accumulate_grad_batches):
             self._save(trainer)
             trainer.should_stop = True

@@ -27,14 +27,7 @@ class StepProgressBar(TQDMProgressBar):
         bar.n = trainer.global_step
         bar.set_description("Training")
 
-    def on_train_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: Any) -> None:
         """Move to the current step on logged steps and at the last one."""
         bar = self.train_progress_bar
         step = trainer.global_step
