@@ -26,7 +26,7 @@ linearly with processes until the workers together outrun it. "parent alone" tim
 part by itself (text to batches or row groups listed, the pickling both ways, shard writes, with
 tokenization replaced by a zero array); "parent feeds" divides its rate by one worker's.
 
-Over 300 lines on purpose: the synthetic corpora, the measurements and the table are the
+One module on purpose: the synthetic corpora, the measurements and the table are the
 benchmark, read together.
 """
 

@@ -19,7 +19,7 @@ Each path runs ``--repeats`` times, alternating; the table shows the median run 
 load on the machine) and its device-synchronised mean step time on GPU, after ``--warmup``
 steps.
 
-Over 300 lines on purpose: the two paths are the benchmark, and a reader checks that (a) leaves
+One module on purpose: the two paths are the benchmark, and a reader checks that (a) leaves
 nothing out that (b) does by reading them side by side, in one file.
 """
 

@@ -10,7 +10,7 @@ everywhere. Files are read a bounded part at a time, so memory stays flat.
 
 To iterate all texts of a source: ``for text in resolve_source(source).texts(): ...``.
 
-Over 300 lines on purpose: every source form (built-in, file, folder, glob, ``hf:``) resolves
+One module on purpose: every source form (built-in, file, folder, glob, ``hf:``) resolves
 through one rule into one ``Corpus``, which lists, measures and reads its files.
 
 Every file is described as units that any process can read on its own (``Unit``: Parquet row

@@ -19,7 +19,7 @@ not tokenized). The finished folder
 is renamed to its final name last, so a folder under the final name is always complete (and is
 still checked against ``meta.json``). Bad input (a ``DataError``) removes the partial folder.
 
-Over 300 lines on purpose: naming, checking, writing and exporting cache folders (tokenized, or
+One module on purpose: naming, checking, writing and exporting cache folders (tokenized, or
 an index of llm.c shards) share one format.
 """
 

@@ -1,6 +1,6 @@
 """``TextDataModule``: text files or a built-in corpus in, resumable token batches out.
 
-Over 300 lines on purpose: one ``LightningDataModule`` whose hooks (prepare, setup, loaders,
+One module on purpose: one ``LightningDataModule`` whose hooks (prepare, setup, loaders,
 state) share the cache and resume position; the sources, cache, splits and windows it composes
 each have a module of their own.
 """

@@ -18,7 +18,7 @@ Each shard is written to a hidden file, its header filled in, fsynced and rename
 before that item; a new run in the same folder skips the units before that point without reading
 them (and the pieces the parent reads without tokenizing them).
 
-Over 300 lines on purpose: the pool, the ordered shard writer and the resume record are one
+One module on purpose: the pool, the ordered shard writer and the resume record are one
 protocol, which must stay byte-identical for any ``num_proc`` and any interruption point.
 """
 

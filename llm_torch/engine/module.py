@@ -1,6 +1,6 @@
 """``CausalLMModule``: next-token training of any llm-torch architecture with Lightning.
 
-Over 300 lines on purpose: it is one ``LightningModule``, whose hooks Lightning calls on one
+One module on purpose: it is one ``LightningModule``, whose hooks Lightning calls on one
 object. Each hook is short; most of the length is the Lightning behaviour each one works around.
 """
 
