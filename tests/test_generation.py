@@ -5,42 +5,15 @@ from typing import Any
 
 import pytest
 import torch
-from generation_helpers import greedy_reference
+from generation_helpers import VOCAB, greedy_reference, tiny
 
-from llm_torch.architectures import GPT, GPTConfig, Llama, LlamaConfig
 from llm_torch.generation import generate, sample_next
 
-VOCAB = 97
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11, 12, 13], [14]]
 
 
 # Tiny models gain nothing from more threads; see conftest.one_thread.
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny(arch: str, block_size: int = 64) -> GPT | Llama:
-    """A random tiny model with weights scaled up, so next-token choices are not near-ties."""
-    torch.manual_seed(0)
-    model: GPT | Llama
-    if arch == "gpt":
-        model = GPT(
-            GPTConfig(vocab_size=VOCAB, block_size=block_size, n_layer=2, n_head=4, n_embd=32)
-        )
-    else:
-        config = LlamaConfig(
-            vocab_size=VOCAB,
-            block_size=block_size,
-            n_layer=2,
-            n_head=4,
-            n_kv_head=2,
-            n_embd=32,
-            mlp_hidden=48,
-        )
-        model = Llama(config)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.mul_(10)
-    return model.eval()
 
 
 def count_forwards(model: torch.nn.Module) -> list[int]:

@@ -9,42 +9,17 @@ from typing import Any
 
 import pytest
 import torch
-from generation_helpers import greedy_reference
+from generation_helpers import greedy_reference, tiny
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from llm_torch.architectures import GPT, GPTConfig, Llama, LlamaConfig
+from llm_torch.architectures import GPT, GPTConfig, Llama
 from llm_torch.components import KVCache
 from llm_torch.generation import generate, new_cache
 
-VOCAB = 97
 MODES: dict[str, dict[str, bool]] = {"dynamic": {}, "static": {"static_cache": True}}
 
 # Tiny models gain nothing from more threads; see conftest.one_thread.
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny(name: str = "gpt", n_layer: int = 2) -> GPT | Llama:
-    """A random tiny model with weights scaled up, so next-token choices are not near-ties."""
-    torch.manual_seed(0)
-    if name == "gpt":
-        model: GPT | Llama = GPT(
-            GPTConfig(vocab_size=VOCAB, block_size=64, n_layer=n_layer, n_head=4, n_embd=32)
-        )
-    else:
-        config = LlamaConfig(
-            vocab_size=VOCAB,
-            block_size=64,
-            n_layer=n_layer,
-            n_head=4,
-            n_kv_head=2,
-            n_embd=32,
-            mlp_hidden=48,
-        )
-        model = Llama(config)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.mul_(10)
-    return model.eval()
 
 
 def cache_tensors(cache: KVCache | None) -> list[torch.Tensor]:
